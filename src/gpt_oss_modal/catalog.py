@@ -1,0 +1,176 @@
+"""The GPUs Modal rents and the GPT-OSS models, as data.
+
+Everything the planner and the command builder know about hardware and models lives here, so a new GPU
+or a price change is a one-line edit. Numbers are the published ones; where a number is our own estimate
+the comment says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+GiB = 1024**3
+
+# Modal bills GPUs by the second; these are its list prices per GPU-hour on this date.
+PRICE_DATE = "2026-05-07"
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str  # what users type, and what Modal's `gpu=` takes
+    vram_gib: float  # memory the CUDA driver reports as total, in GiB (not the marketing GB)
+    compute_capability: tuple[int, int]
+    usd_per_hour: float  # per GPU
+    memory_bandwidth_gbs: int  # decode is bandwidth-bound, so this orders GPUs by speed
+
+    @property
+    def sm(self) -> int:
+        major, minor = self.compute_capability
+        return major * 10 + minor
+
+    @property
+    def arch(self) -> str:
+        return {8: "Ampere/Ada", 9: "Hopper", 10: "Blackwell"}.get(self.compute_capability[0], "unknown")
+
+
+# T4 (SM 7.5) is left out on purpose: it has no bfloat16, and GPT-OSS runs in bfloat16 only.
+GPUS: dict[str, GPU] = {
+    g.name: g
+    for g in (
+        GPU("L4", 22.0, (8, 9), 0.7992, 300),
+        GPU("A10G", 22.0, (8, 6), 1.1016, 600),
+        GPU("L40S", 44.4, (8, 9), 1.9512, 864),
+        GPU("A100-40GB", 39.4, (8, 0), 2.0988, 1555),
+        GPU("A100-80GB", 79.1, (8, 0), 2.4984, 2039),
+        GPU("H100", 79.1, (9, 0), 3.9492, 3350),
+        GPU("H200", 139.8, (9, 0), 4.5396, 4800),
+        GPU("B200", 178.4, (10, 0), 6.2496, 8000),
+    )
+}
+
+# Spellings people use for the same card.
+GPU_ALIASES = {
+    "A100": "A100-40GB",
+    "A100-40G": "A100-40GB",
+    "A100-80G": "A100-80GB",
+    "A10": "A10G",
+    "H100-80GB": "H100",
+}
+
+# Modal attaches at most this many GPUs to one container.
+MAX_GPUS_PER_CONTAINER = 8
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str  # Hugging Face repo id
+    short: str
+    total_params_b: float
+    active_params_b: float
+    weights_gib: float  # checkpoint on disk (MXFP4 experts, bf16 rest) ~= what vLLM loads onto the GPU
+    num_layers: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    num_experts: int
+    experts_per_token: int
+    sliding_window: int  # every other layer attends to this many tokens only
+    max_context: int
+    revision: str = "main"
+
+    @property
+    def full_attention_layers(self) -> int:
+        # gpt-oss alternates sliding-window and full attention, starting with sliding.
+        return self.num_layers // 2
+
+    @property
+    def sliding_layers(self) -> int:
+        return self.num_layers - self.full_attention_layers
+
+
+MODELS: dict[str, Model] = {
+    m.id: m
+    for m in (
+        Model(
+            id="openai/gpt-oss-20b",
+            short="20b",
+            total_params_b=20.9,
+            active_params_b=3.6,
+            weights_gib=12.8,
+            num_layers=24,
+            num_attention_heads=64,
+            num_kv_heads=8,
+            head_dim=64,
+            num_experts=32,
+            experts_per_token=4,
+            sliding_window=128,
+            max_context=131072,
+        ),
+        Model(
+            id="openai/gpt-oss-120b",
+            short="120b",
+            total_params_b=116.8,
+            active_params_b=5.1,
+            weights_gib=60.8,
+            num_layers=36,
+            num_attention_heads=64,
+            num_kv_heads=8,
+            head_dim=64,
+            num_experts=128,
+            experts_per_token=4,
+            sliding_window=128,
+            max_context=131072,
+        ),
+    )
+}
+
+# The embedded tiny checkpoint for machines with no GPU (built offline, see gpt_oss_modal.tiny).
+TINY = "tiny"
+
+MODEL_ALIASES = {m.short: m.id for m in MODELS.values()} | {
+    m.id.split("/")[1]: m.id for m in MODELS.values()
+}
+
+# Which kernels vLLM picks for MXFP4 mixture-of-experts and for attention with sinks, by GPU family.
+# Below Hopper there is no native MXFP4 path, so vLLM dequantises on the fly with Marlin kernels.
+Kernel = Literal["marlin", "triton", "flashinfer-trtllm"]
+
+
+def moe_kernel(gpu: GPU) -> Kernel:
+    if gpu.sm >= 100:
+        return "flashinfer-trtllm"
+    if gpu.sm >= 90:
+        return "triton"
+    return "marlin"
+
+
+def attention_backend(gpu: GPU) -> str:
+    if gpu.sm >= 100:
+        return "FLASHINFER"
+    if gpu.sm >= 90:
+        return "FLASH_ATTN"  # FlashAttention 3 supports gpt-oss's attention sinks on Hopper
+    return "TRITON_ATTN"
+
+
+def resolve_gpu_name(name: str) -> str | None:
+    key = name.strip().upper()
+    for canonical in GPUS:
+        if canonical.upper() == key:
+            return canonical
+    for alias, canonical in GPU_ALIASES.items():
+        if alias.upper() == key:
+            return canonical
+    return None
+
+
+def resolve_model_id(name: str) -> str | None:
+    key = name.strip()
+    if key.lower() == TINY:
+        return TINY
+    for candidate in (key, key.lower()):
+        if candidate in MODELS:
+            return candidate
+        if candidate in MODEL_ALIASES:
+            return MODEL_ALIASES[candidate]
+    return None

@@ -1,0 +1,241 @@
+"""`gpt-oss-modal`: plan, deploy, run and talk to GPT-OSS on Modal, or serve it locally.
+
+Every command that needs a config takes the same flags; they are the top layer over the environment
+(`GPT_OSS_*`), `gpt-oss-modal.toml` and the defaults. A bad value ends the command with one line on
+stderr and exit code 2, before anything starts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import catalog
+from .config import ConfigError, DeployConfig, LoadedConfig, load_config
+from .planner import plan as make_plan
+
+app = typer.Typer(
+    name="gpt-oss-modal",
+    help="Run OpenAI's GPT-OSS models as a private, OpenAI-compatible API on Modal (vLLM), or locally.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+# --- the shared config flags ----------------------------------------------------------------------------
+
+ConfigFile = Annotated[
+    Optional[Path], typer.Option("--config", help="TOML config file (default: ./gpt-oss-modal.toml).")
+]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="20b, 120b (or full id), or tiny.")]
+GpuOpt = Annotated[Optional[str], typer.Option("--gpu", "-g", help="GPU type, e.g. H100 or H100:2.")]
+BootOpt = Annotated[
+    Optional[str], typer.Option("--boot", help="compiled (fast decode) or fast (eager, quickest start).")
+]
+FastBootOpt = Annotated[Optional[bool], typer.Option("--fast-boot/--no-fast-boot", help="Same as --boot fast.")]
+MaxLenOpt = Annotated[Optional[int], typer.Option("--max-model-len", help="Context length in tokens.")]
+MaxInputsOpt = Annotated[Optional[int], typer.Option("--max-inputs", help="Concurrent requests per container.")]
+ScaledownOpt = Annotated[Optional[int], typer.Option("--scaledown-window", help="Idle seconds before scale-down.")]
+MemOpt = Annotated[Optional[float], typer.Option("--gpu-memory-utilization", help="Fraction of GPU memory.")]
+PrefixOpt = Annotated[Optional[bool], typer.Option("--prefix-caching/--no-prefix-caching")]
+DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="bfloat16 (the only one GPT-OSS runs in).")]
+RegionOpt = Annotated[Optional[str], typer.Option("--region", help="Modal region.")]
+AppNameOpt = Annotated[Optional[str], typer.Option("--app-name", help="Modal app name.")]
+VllmOpt = Annotated[Optional[str], typer.Option("--vllm-version", help="vLLM release for the image.")]
+PublicOpt = Annotated[
+    Optional[bool], typer.Option("--public", help="Serve with no auth at all (explicit opt-in, warns).")
+]
+KeySecretOpt = Annotated[
+    Optional[str], typer.Option("--api-key-secret", help="Modal Secret holding VLLM_API_KEY.")
+]
+
+
+def resolve(config_file: Optional[Path] = None, **flags: Any) -> LoadedConfig:
+    """Layer the flags over env/TOML/defaults; one line and exit 2 on a bad value."""
+    if flags.pop("fast_boot", None) is not None and flags.get("boot") is None:
+        flags["boot"] = "fast"
+    try:
+        return load_config(flags, config_file=config_file)
+    except ConfigError as e:
+        fail(str(e))
+
+
+# --- plan -----------------------------------------------------------------------------------------------
+
+
+@app.command()
+def plan(
+    model: ModelOpt = None,
+    gpu: GpuOpt = None,
+    boot: BootOpt = None,
+    max_model_len: MaxLenOpt = None,
+    max_inputs: MaxInputsOpt = None,
+    gpu_memory_utilization: MemOpt = None,
+    config_file: ConfigFile = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Does the model fit the GPU? Context, concurrency, MXFP4 kernel and cost per hour.
+
+    Exits 2 with one line (what does not fit and the smallest GPU that does) when it does not fit.
+    """
+    loaded = resolve(
+        config_file,
+        model=model,
+        gpu=gpu,
+        boot=boot,
+        max_model_len=max_model_len,
+        max_inputs=max_inputs,
+        gpu_memory_utilization=gpu_memory_utilization,
+    )
+    try:
+        p = make_plan(loaded.config)
+    except ConfigError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(p.to_dict(), indent=2))
+        if not p.fits:
+            raise typer.Exit(2)
+        return
+    if not p.fits:
+        fail(p.reason or "does not fit")
+    gpus = f"{p.gpu} x{p.gpu_count}" if p.gpu_count > 1 else p.gpu
+    t = Table(title=f"{p.model} on {gpus}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("fits", "yes")
+    t.add_row("memory per GPU", f"{p.budget_gib_per_gpu} GiB usable = {p.weights_gib_per_gpu} weights + "
+              f"{p.overhead_gib_per_gpu} runtime + {p.kv_cache_gib_per_gpu} KV cache")
+    t.add_row("KV cache", f"{p.kv_tokens:,} tokens ({p.kv_bytes_per_token:,} bytes/token per GPU)")
+    t.add_row("max context", f"{p.max_context:,} tokens; serving {p.max_model_len:,} ({p.max_model_len_source})")
+    t.add_row("concurrency", f"{p.full_length_concurrency} full-length requests, {p.typical_concurrency} of 4k; "
+              f"max_inputs {p.max_inputs}")
+    t.add_row("kernels", f"MXFP4 MoE: {p.moe_kernel}, attention: {p.attention_backend}")
+    t.add_row("boot", p.boot)
+    t.add_row("cost", f"${p.usd_per_hour:.2f}/hour while a container runs (Modal list price, {p.price_date})")
+    console.print(t)
+    for note in p.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
+# --- config ---------------------------------------------------------------------------------------------
+
+
+@app.command("config")
+def show_config(
+    model: ModelOpt = None,
+    gpu: GpuOpt = None,
+    boot: BootOpt = None,
+    fast_boot: FastBootOpt = None,
+    max_model_len: MaxLenOpt = None,
+    max_inputs: MaxInputsOpt = None,
+    scaledown_window: ScaledownOpt = None,
+    gpu_memory_utilization: MemOpt = None,
+    prefix_caching: PrefixOpt = None,
+    dtype: DtypeOpt = None,
+    region: RegionOpt = None,
+    app_name: AppNameOpt = None,
+    vllm_version: VllmOpt = None,
+    public: PublicOpt = None,
+    api_key_secret: KeySecretOpt = None,
+    config_file: ConfigFile = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    show_command: Annotated[bool, typer.Option("--command", help="Also print the vllm serve command.")] = False,
+) -> None:
+    """The effective config, where each value came from, and (with --command) the engine command."""
+    loaded = resolve(
+        config_file,
+        model=model,
+        gpu=gpu,
+        boot=boot,
+        fast_boot=fast_boot,
+        max_model_len=max_model_len,
+        max_inputs=max_inputs,
+        scaledown_window=scaledown_window,
+        gpu_memory_utilization=gpu_memory_utilization,
+        prefix_caching=prefix_caching,
+        dtype=dtype,
+        region=region,
+        app_name=app_name,
+        vllm_version=vllm_version,
+        public=public,
+        api_key_secret=api_key_secret,
+    )
+    cfg = loaded.config
+    values = cfg.model_dump(mode="json")
+    if cfg.api_key is not None:
+        values["api_key"] = "***"  # set, never shown
+    command = None
+    if show_command and cfg.model_info is not None:
+        from .engine import build_command
+
+        try:
+            command = build_command(cfg, target="modal")
+        except ConfigError as e:
+            fail(str(e))
+    if as_json:
+        out: dict[str, Any] = {"config": values, "sources": loaded.sources}
+        if command:
+            out["command"] = {"argv": command.argv, "env": command.env}
+        print(json.dumps(out, indent=2))
+        return
+    t = Table(title="effective config", title_justify="left")
+    t.add_column("setting", style="bold")
+    t.add_column("value")
+    t.add_column("from", style="dim")
+    for name, value in values.items():
+        t.add_row(name, "" if value is None else str(value), loaded.sources.get(name, "default"))
+    t.add_row("tensor_parallel", str(cfg.tensor_parallel), "derived from gpu")
+    console.print(t)
+    if command:
+        console.print(command.shell(), highlight=False, soft_wrap=True)
+
+
+# --- catalog --------------------------------------------------------------------------------------------
+
+
+@app.command()
+def gpus(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The GPUs you can pick, with memory, architecture, MXFP4 kernel and Modal's price."""
+    rows = [
+        {
+            "gpu": g.name,
+            "vram_gib": g.vram_gib,
+            "compute_capability": f"{g.compute_capability[0]}.{g.compute_capability[1]}",
+            "arch": g.arch,
+            "moe_kernel": catalog.moe_kernel(g),
+            "usd_per_hour": g.usd_per_hour,
+        }
+        for g in catalog.GPUS.values()
+    ]
+    if as_json:
+        print(json.dumps({"price_date": catalog.PRICE_DATE, "gpus": rows}, indent=2))
+        return
+    t = Table(title=f"Modal GPUs (list prices of {catalog.PRICE_DATE})", title_justify="left")
+    for col in ("gpu", "VRAM GiB", "SM", "arch", "MXFP4 MoE", "$/hour"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["gpu"], f"{r['vram_gib']:.0f}", r["compute_capability"], r["arch"], r["moe_kernel"],
+                  f"{r['usd_per_hour']:.2f}")
+    console.print(t)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""The deployment config: one typed object that every other part reads.
+
+Values come from four layers, later wins: defaults < `gpt-oss-modal.toml` < environment (`GPT_OSS_*`) <
+CLI flags. `load_config` merges them and remembers which layer set each field, so `gpt-oss-modal config`
+can say where a value came from.
+
+The Modal container imports the app module again, far from the user's TOML file, environment and flags.
+So the local side resolves the config once and ships it as JSON in `GPT_OSS_CONFIG_JSON`; whoever finds
+that variable takes the config from it verbatim and reads nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from . import catalog
+
+CONFIG_FILE = "gpt-oss-modal.toml"
+CONFIG_PATH_ENV = "GPT_OSS_CONFIG"  # points at another TOML file
+CONFIG_JSON_ENV = "GPT_OSS_CONFIG_JSON"  # a config resolved elsewhere, taken verbatim
+ENV_PREFIX = "GPT_OSS_"
+SERVED_MODEL_NAME = "llm"
+DEFAULT_APP_NAME = "gpt-oss-vllm-inference"
+
+
+class ConfigError(ValueError):
+    """A bad value: the message is one line saying what is wrong and how to fix it."""
+
+
+class DeployConfig(BaseSettings):
+    """Everything that decides what runs: which model, on which GPU, how it boots, who may call it."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    model: str = Field(
+        "openai/gpt-oss-20b",
+        description="Model: openai/gpt-oss-20b or openai/gpt-oss-120b (20b/120b accepted); `tiny` is the "
+        "embedded offline checkpoint for machines with no GPU.",
+    )
+    gpu: str = Field(
+        "H100",
+        description="Modal GPU, optionally with a count: L4, A10G, L40S, A100-40GB, A100-80GB, H100, H200, "
+        "B200, e.g. `H100:2`. The count is the tensor-parallel size.",
+    )
+    boot: Literal["fast", "compiled"] = Field(
+        "compiled",
+        description="`compiled`: torch.compile + CUDA graphs captured only for the batch sizes max_inputs "
+        "needs (fast decode, moderate start-up). `fast`: eager mode (quickest start-up, much slower decode). "
+        "The seed's FAST_BOOT=1 means `fast`.",
+    )
+    max_model_len: int | None = Field(
+        None,
+        description="Longest prompt + reply in tokens. Unset: the planner picks the largest standard context "
+        "that keeps room for several full-length requests on the chosen GPU.",
+    )
+    max_inputs: int = Field(
+        32, description="Concurrent requests one container takes (@modal.concurrent and vLLM --max-num-seqs)."
+    )
+    scaledown_window: int = Field(
+        15 * 60, description="Seconds an idle container stays up before Modal scales it to zero (2-3600)."
+    )
+    gpu_memory_utilization: float = Field(
+        0.90, description="Fraction of GPU memory vLLM may use for weights, activations and KV cache."
+    )
+    prefix_caching: bool = Field(True, description="Reuse the KV cache of shared prompt prefixes.")
+    dtype: str = Field("bfloat16", description="Activation dtype. GPT-OSS runs in bfloat16 only.")
+    region: str | None = Field(None, description="Modal region to run in (e.g. `us-east`); unset: any.")
+    app_name: str = Field(DEFAULT_APP_NAME, description="Modal app name.")
+    vllm_version: str = Field("0.26.0", description="vLLM release installed in the Modal image.")
+    port: int = Field(8000, description="Port vLLM listens on inside the container or on this machine.")
+    startup_timeout: int | None = Field(
+        None,
+        description="Seconds Modal waits for the server to come up. Unset: derived from model and boot mode.",
+    )
+    timeout: int = Field(60 * 60, description="Longest a single request may run on Modal, in seconds.")
+    proxy_auth: bool = Field(
+        True,
+        description="Require Modal proxy auth (Modal-Key / Modal-Secret headers) on the endpoint.",
+    )
+    api_key_secret: str | None = Field(
+        None,
+        description="Name of a Modal Secret holding VLLM_API_KEY; clients then send `Authorization: Bearer`.",
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Bearer key for the local server (never written to logs or shown by `config`)."
+    )
+    public: bool = Field(
+        False, description="Serve with no auth at all. Must be asked for explicitly; prints a warning."
+    )
+    extra_vllm_args: list[str] = Field(
+        default_factory=list, description="Extra flags appended to `vllm serve`, for what this tool lacks."
+    )
+
+    # --- sources --------------------------------------------------------------------------------------
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # `DeployConfig()` alone means "explicit values only"; load_config() does the layering so that it
+        # can record where each value came from.
+        return (init_settings,)
+
+    # --- validation -----------------------------------------------------------------------------------
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_alias(cls, data: Any) -> Any:
+        # The seed called the boot mode FAST_BOOT (a bool); keep accepting it.
+        if isinstance(data, dict) and "fast_boot" in data:
+            data = dict(data)
+            fast = data.pop("fast_boot")
+            if isinstance(fast, str):
+                fast = fast.strip().lower() in ("1", "true", "yes", "on")
+            data.setdefault("boot", "fast" if fast else "compiled")
+        return data
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        resolved = catalog.resolve_model_id(v)
+        if resolved is None:
+            choices = ", ".join([*catalog.MODELS, *catalog.MODEL_ALIASES, catalog.TINY])
+            raise ValueError(f"unknown model {v!r}; choose one of {choices}")
+        return resolved
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu(cls, v: str) -> str:
+        name, _, count_text = v.strip().partition(":")
+        resolved = catalog.resolve_gpu_name(name)
+        if resolved is None:
+            hint = " (T4 has no bfloat16, which GPT-OSS needs)" if name.strip().upper() == "T4" else ""
+            raise ValueError(f"unknown GPU {name!r}{hint}; choose one of {', '.join(catalog.GPUS)}")
+        count = 1
+        if count_text:
+            if not count_text.isdigit() or not 1 <= int(count_text) <= catalog.MAX_GPUS_PER_CONTAINER:
+                raise ValueError(
+                    f"GPU count {count_text!r} must be a whole number from 1 to "
+                    f"{catalog.MAX_GPUS_PER_CONTAINER}, as in H100:2"
+                )
+            count = int(count_text)
+        return resolved if count == 1 else f"{resolved}:{count}"
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v in ("bfloat16", "bf16", "auto"):
+            return "bfloat16"
+        if v in ("float16", "fp16", "half"):
+            raise ValueError(
+                "float16 is not supported: GPT-OSS ships MXFP4 experts whose vLLM kernels take bfloat16 "
+                "activations, and the model was trained in bfloat16; remove dtype or set it to bfloat16"
+            )
+        raise ValueError(f"dtype {v!r} is not supported; GPT-OSS runs in bfloat16")
+
+    @field_validator("max_model_len")
+    @classmethod
+    def _max_model_len(cls, v: int | None) -> int | None:
+        if v is not None and not 256 <= v <= 131072:
+            raise ValueError(f"{v} is out of range: use 256 to 131072 tokens (the models' limit)")
+        return v
+
+    @field_validator("max_inputs")
+    @classmethod
+    def _max_inputs(cls, v: int) -> int:
+        if not 1 <= v <= 1024:
+            raise ValueError(f"{v} is out of range: use 1 to 1024 concurrent requests per container")
+        return v
+
+    @field_validator("scaledown_window")
+    @classmethod
+    def _scaledown(cls, v: int) -> int:
+        if not 2 <= v <= 3600:
+            raise ValueError(f"{v} is out of range: Modal allows 2 to 3600 seconds")
+        return v
+
+    @field_validator("gpu_memory_utilization")
+    @classmethod
+    def _gpu_mem(cls, v: float) -> float:
+        if not 0.3 <= v <= 0.98:
+            raise ValueError(f"{v} is out of range: use a fraction from 0.3 to 0.98")
+        return v
+
+    @field_validator("app_name")
+    @classmethod
+    def _app_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", v):
+            raise ValueError(f"{v!r} is not a valid Modal app name: letters, digits, '-', '_' and '.'")
+        return v
+
+    @field_validator("vllm_version")
+    @classmethod
+    def _vllm_version(cls, v: str) -> str:
+        if not re.fullmatch(r"\d+\.\d+\.\d+(\.post\d+|rc\d+)?", v):
+            raise ValueError(f"{v!r} is not a vLLM release number such as 0.26.0")
+        return v
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, v: int) -> int:
+        if not 1 <= v <= 65535:
+            raise ValueError(f"{v} is not a TCP port (1-65535)")
+        return v
+
+    @field_validator("startup_timeout")
+    @classmethod
+    def _startup_timeout(cls, v: int | None) -> int | None:
+        if v is not None and not 30 <= v <= 3 * 3600:
+            raise ValueError(f"{v} is out of range: use 30 to 10800 seconds")
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: int) -> int:
+        if not 10 <= v <= 24 * 3600:
+            raise ValueError(f"{v} is out of range: Modal allows 10 to 86400 seconds")
+        return v
+
+    @field_validator("extra_vllm_args", mode="before")
+    @classmethod
+    def _extra_args(cls, v: Any) -> Any:
+        if isinstance(v, str):  # from the environment or a flag: shell words
+            import shlex
+
+            return shlex.split(v)
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> DeployConfig:
+        if self.model != catalog.TINY:
+            heads = catalog.MODELS[self.model].num_attention_heads
+            if heads % self.gpu_count:
+                raise ValueError(
+                    f"gpu: {self.gpu_count} GPUs means tensor-parallel size {self.gpu_count}, which must divide "
+                    f"the model's {heads} attention heads; use 1, 2, 4 or 8 GPUs"
+                )
+        if self.public and (self.api_key_secret or self.api_key):
+            raise ValueError("public: a public endpoint takes no API key; drop --public or the key")
+        return self
+
+    # --- derived values -------------------------------------------------------------------------------
+
+    @property
+    def gpu_type(self) -> catalog.GPU:
+        return catalog.GPUS[self.gpu.partition(":")[0]]
+
+    @property
+    def gpu_count(self) -> int:
+        _, _, count = self.gpu.partition(":")
+        return int(count) if count else 1
+
+    @property
+    def tensor_parallel(self) -> int:
+        # vLLM shards the model over every GPU in the container.
+        return self.gpu_count
+
+    @property
+    def model_info(self) -> catalog.Model | None:
+        return catalog.MODELS.get(self.model)
+
+    @property
+    def requires_proxy_auth(self) -> bool:
+        return self.proxy_auth and not self.public
+
+    def effective_startup_timeout(self) -> int:
+        """Generous enough for the slowest start: a cold compiled 120b (weights download + compile + capture)."""
+        if self.startup_timeout is not None:
+            return self.startup_timeout
+        big = self.model == "openai/gpt-oss-120b"
+        base = 40 * 60 if big else 20 * 60
+        return base if self.boot == "compiled" else base // 2
+
+    def to_json(self) -> str:
+        """The resolved config for the container; secrets stay out (they travel as Modal Secrets)."""
+        return self.model_dump_json(exclude={"api_key"})
+
+
+def _toml_layer(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e}); fix the file or pass --config another one") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror}); check the path given with --config") from None
+    # Accept both a flat file and one with a [gpt-oss-modal] table; kebab-case keys too.
+    data = data.get("gpt-oss-modal", data)
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def _env_layer() -> dict[str, Any]:
+    values = EnvSettingsSource(DeployConfig, env_prefix=ENV_PREFIX, case_sensitive=False)()
+    values = {k: v for k, v in values.items() if k in DeployConfig.model_fields}
+    # Seed compatibility: the Modal example's FAST_BOOT, and GPT_OSS_FAST_BOOT, both mean boot=fast.
+    for name in ("FAST_BOOT", ENV_PREFIX + "FAST_BOOT"):
+        if name in os.environ and "boot" not in values:
+            values["fast_boot"] = os.environ[name]
+    return values
+
+
+@dataclass
+class LoadedConfig:
+    config: DeployConfig
+    sources: dict[str, str] = field(default_factory=dict)  # field -> "default" | "file X" | "env" | "cli"
+    config_file: Path | None = None
+
+
+def config_file_path(explicit: Path | None = None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    if os.environ.get(CONFIG_PATH_ENV):
+        return Path(os.environ[CONFIG_PATH_ENV])
+    default = Path.cwd() / CONFIG_FILE
+    return default if default.exists() else None
+
+
+def load_config(cli: dict[str, Any] | None = None, *, config_file: Path | None = None) -> LoadedConfig:
+    """Merge defaults < TOML < environment < CLI and validate; raise ConfigError with one line on bad input."""
+    shipped = os.environ.get(CONFIG_JSON_ENV)
+    if shipped:
+        try:
+            cfg = DeployConfig.model_validate_json(shipped)
+        except ValidationError as e:
+            raise ConfigError(f"{CONFIG_JSON_ENV}: {describe(e)}") from None
+        return LoadedConfig(cfg, {name: CONFIG_JSON_ENV for name in DeployConfig.model_fields})
+
+    path = config_file_path(config_file)
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if path is not None:
+        layers.append((f"file {path}", _toml_layer(path)))
+    layers.append(("env", _env_layer()))
+    layers.append(("cli", {k: v for k, v in (cli or {}).items() if v is not None}))
+
+    merged: dict[str, Any] = {}
+    sources = {name: "default" for name in DeployConfig.model_fields}
+    for origin, values in layers:
+        unknown = set(values) - set(DeployConfig.model_fields) - {"fast_boot"}
+        if unknown:
+            raise ConfigError(
+                f"{origin}: unknown setting {sorted(unknown)[0]!r}; see `gpt-oss-modal config --help` for the list"
+            )
+        if "fast_boot" in values:
+            merged.pop("boot", None)  # a later FAST_BOOT overrides an earlier boot
+            sources["boot"] = origin
+        merged.update(values)
+        for name in values:
+            if name in sources:
+                sources[name] = origin
+    try:
+        cfg = DeployConfig.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(describe(e)) from None
+    return LoadedConfig(cfg, sources, path)
+
+
+def describe(error: ValidationError) -> str:
+    """One line for the first problem: `field: what is wrong and how to fix it`."""
+    first = error.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "config"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] in ("int_parsing", "float_parsing", "bool_parsing", "int_from_float"):
+        msg = f"{first['input']!r} is not valid: {msg.lower()}"
+    if loc != "config" and msg.startswith(loc + ":"):
+        return msg
+    return f"{loc}: {msg}" if loc != "config" else msg
+
+
+def from_json(text: str) -> DeployConfig:
+    return DeployConfig.model_validate(json.loads(text))

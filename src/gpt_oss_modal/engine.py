@@ -1,0 +1,139 @@
+"""The one place where `vllm serve` flags are written.
+
+`build_command(cfg, target=...)` turns a DeployConfig into the exact argv and environment of the engine.
+The Modal container, the local GPU runner and the local CPU runner all start what this returns; tests
+check it per model, GPU class and boot mode. It is a pure function: no I/O, no clock, no globals.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from typing import Literal
+
+from . import catalog
+from .config import SERVED_MODEL_NAME, DeployConfig
+from .planner import require_fit
+
+Target = Literal["modal", "local-gpu", "local-cpu"]
+
+# Where the Modal volumes are mounted; the environment below points Hugging Face and vLLM at them.
+HF_CACHE_DIR = "/root/.cache/huggingface"
+VLLM_CACHE_DIR = "/root/.cache/vllm"
+
+# The CPU engine's KV cache, in GiB. vLLM's CPU build refuses to start when this does not fit in RAM,
+# and the tiny model needs little.
+CPU_KV_CACHE_GIB = 1
+
+
+@dataclass(frozen=True)
+class EngineCommand:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    max_model_len: int = 0
+
+    def shell(self) -> str:
+        """A copy-pasteable command line (the API key is never part of it: it travels in VLLM_API_KEY)."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        return f"{env} {shlex.join(self.argv)}".strip()
+
+
+def cudagraph_capture_sizes(max_inputs: int) -> list[int]:
+    """CUDA-graph batch sizes covering 1..max_inputs running requests.
+
+    vLLM pads a decode batch up to the next captured size, so these must reach max_inputs; capturing
+    beyond it (vLLM's default goes to 512, twice: ~90 s on an H100) only costs start-up time.
+    """
+    sizes = [s for s in (1, 2, 4) if s < max_inputs]
+    sizes += list(range(8, max_inputs, 8))
+    return sorted(set(sizes) | {max_inputs})
+
+
+def compilation_config(cfg: DeployConfig) -> dict:
+    return {"cudagraph_capture_sizes": cudagraph_capture_sizes(cfg.max_inputs)}
+
+
+def build_command(
+    cfg: DeployConfig,
+    *,
+    target: Target = "modal",
+    model_path: str | None = None,
+    max_model_len: int | None = None,
+) -> EngineCommand:
+    """The engine command for `cfg` on `target`.
+
+    model_path: what to load instead of the Hugging Face id (the tiny checkpoint's directory, say).
+    max_model_len: for the CPU target, where the planner (a GPU planner) has no say.
+    """
+    on_gpu = target != "local-cpu"
+    if on_gpu:
+        if cfg.model_info is None:
+            raise ValueError(f"{cfg.model} has no GPU plan; it runs on the local CPU engine only")
+        plan = require_fit(cfg)
+        context = plan.max_model_len
+    else:
+        context = max_model_len or cfg.max_model_len or 4096
+
+    argv = [
+        "vllm",
+        "serve",
+        model_path or cfg.model,
+        "--served-model-name",
+        SERVED_MODEL_NAME,
+        "--host",
+        "0.0.0.0" if target == "modal" else "127.0.0.1",
+        "--port",
+        str(cfg.port),
+        "--dtype",
+        cfg.dtype,
+        "--max-model-len",
+        str(context),
+        "--max-num-seqs",
+        str(cfg.max_inputs),
+        # OpenAI-style tool calls and a separate reasoning field, parsed from GPT-OSS's harmony format.
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "openai",
+        "--reasoning-parser",
+        "openai_gptoss",
+        "--enable-prefix-caching" if cfg.prefix_caching else "--no-enable-prefix-caching",
+    ]
+    if on_gpu:
+        argv += [
+            "--tensor-parallel-size",
+            str(cfg.tensor_parallel),
+            "--gpu-memory-utilization",
+            str(cfg.gpu_memory_utilization),
+        ]
+    if cfg.boot == "fast" or not on_gpu:
+        # Eager mode: no torch.compile, no CUDA graphs. On the CPU build compiling buys little for the
+        # tiny model and costs minutes of start-up, so the CPU engine always runs eager.
+        argv.append("--enforce-eager")
+    else:
+        argv += ["--compilation-config", json.dumps(compilation_config(cfg), separators=(",", ":"))]
+    argv += cfg.extra_vllm_args
+
+    env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    if target == "modal":
+        env |= {
+            "HF_HOME": HF_CACHE_DIR,
+            "HF_XET_HIGH_PERFORMANCE": "1",  # faster first download of the weights into the volume
+            # torch.compile artefacts, Triton and Inductor kernels on the vllm-cache volume: a warm start
+            # skips compilation (see docs/performance.md).
+            "VLLM_CACHE_ROOT": VLLM_CACHE_DIR,
+            "TRITON_CACHE_DIR": f"{VLLM_CACHE_DIR}/triton",
+            "TORCHINDUCTOR_CACHE_DIR": f"{VLLM_CACHE_DIR}/inductor",
+        }
+    if target == "local-cpu":
+        env |= {
+            "VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GIB),
+            "VLLM_HOST_IP": "127.0.0.1",
+            "HF_HUB_OFFLINE": "1",
+        }
+    return EngineCommand(argv=argv, env=env, max_model_len=context)
+
+
+def describe_kernels(cfg: DeployConfig) -> str:
+    gpu = cfg.gpu_type
+    return f"MXFP4 MoE: {catalog.moe_kernel(gpu)}, attention: {catalog.attention_backend(gpu)}"
