@@ -1,0 +1,148 @@
+"""The vllm serve command for every model x GPU class x boot mode, and for the local targets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gpt_oss_modal import catalog
+from gpt_oss_modal.config import ConfigError, DeployConfig
+from gpt_oss_modal.engine import (
+    HF_CACHE_DIR,
+    VLLM_CACHE_DIR,
+    build_command,
+    cudagraph_capture_sizes,
+)
+from gpt_oss_modal.planner import plan
+
+
+def flag(argv: list[str], name: str) -> str:
+    assert argv.count(name) == 1, f"{name} appears {argv.count(name)} times in {argv}"
+    return argv[argv.index(name) + 1]
+
+
+# One representative per GPU class: Ampere, Ada, Hopper, Blackwell, and a tensor-parallel pair.
+GPU_CLASSES = ["A10G", "L4", "L40S", "A100-40GB", "A100-80GB", "H100", "H200", "B200", "H100:2", "A10G:4"]
+MODELS = ["openai/gpt-oss-20b", "openai/gpt-oss-120b"]
+MODES = ["fast", "compiled"]
+
+
+def configs():
+    for model in MODELS:
+        for gpu in GPU_CLASSES:
+            for boot in MODES:
+                yield DeployConfig(model=model, gpu=gpu, boot=boot)
+
+
+@pytest.mark.parametrize("cfg", list(configs()), ids=lambda c: f"{c.model.split('-')[-1]}-{c.gpu}-{c.boot}")
+def test_command_for_every_model_gpu_and_mode(cfg: DeployConfig) -> None:
+    p = plan(cfg)
+    if not p.fits:
+        with pytest.raises(ConfigError) as e:
+            build_command(cfg)
+        assert "smallest GPU that fits" in str(e.value) or "max_model_len" in str(e.value)
+        assert cfg.model == "openai/gpt-oss-120b" and cfg.gpu_type.vram_gib < 60
+        return
+
+    cmd = build_command(cfg, target="modal")
+    argv = cmd.argv
+    assert argv[:3] == ["vllm", "serve", cfg.model]
+    assert flag(argv, "--served-model-name") == "llm"
+    assert flag(argv, "--host") == "0.0.0.0"
+    assert flag(argv, "--port") == "8000"
+    assert flag(argv, "--dtype") == "bfloat16"
+    assert int(flag(argv, "--max-model-len")) == p.max_model_len == cmd.max_model_len
+    assert int(flag(argv, "--tensor-parallel-size")) == cfg.gpu_count
+    assert float(flag(argv, "--gpu-memory-utilization")) == 0.9
+    assert flag(argv, "--max-num-seqs") == "32"
+    assert flag(argv, "--tool-call-parser") == "openai"
+    assert "--enable-auto-tool-choice" in argv
+    assert flag(argv, "--reasoning-parser") == "openai_gptoss"
+    assert "--enable-prefix-caching" in argv
+
+    if cfg.boot == "fast":
+        assert "--enforce-eager" in argv
+        assert "--compilation-config" not in argv
+    else:
+        assert "--enforce-eager" not in argv
+        cc = json.loads(flag(argv, "--compilation-config"))
+        sizes = cc["cudagraph_capture_sizes"]
+        assert max(sizes) == cfg.max_inputs  # every batch the container admits has a graph, no more
+
+    assert cmd.env["HF_HOME"] == HF_CACHE_DIR
+    assert cmd.env["VLLM_CACHE_ROOT"] == VLLM_CACHE_DIR
+    assert not any("KEY" in k for k in cmd.env)  # no key configured, none invented
+
+
+def test_context_is_reduced_on_24gb_cards_and_full_on_h100() -> None:
+    l4 = build_command(DeployConfig(model="20b", gpu="L4"))
+    h100 = build_command(DeployConfig(model="20b", gpu="H100"))
+    assert int(flag(l4.argv, "--max-model-len")) < 131072
+    assert int(flag(h100.argv, "--max-model-len")) == 131072
+
+
+def test_explicit_context_and_concurrency_are_passed_through() -> None:
+    cfg = DeployConfig(model="120b", gpu="H100", max_model_len=16384, max_inputs=8, prefix_caching=False)
+    argv = build_command(cfg).argv
+    assert flag(argv, "--max-model-len") == "16384"
+    assert flag(argv, "--max-num-seqs") == "8"
+    assert "--no-enable-prefix-caching" in argv
+    assert json.loads(flag(argv, "--compilation-config"))["cudagraph_capture_sizes"] == [1, 2, 4, 8]
+
+
+def test_context_that_does_not_fit_is_refused_before_anything_starts() -> None:
+    cfg = DeployConfig(model="120b", gpu="A100-80GB", max_model_len=131072, gpu_memory_utilization=0.85)
+    with pytest.raises(ConfigError, match=r"lower --max-model-len to at most \d+"):
+        build_command(cfg)
+
+
+def test_extra_args_come_last_and_verbatim() -> None:
+    cfg = DeployConfig(extra_vllm_args=["--kv-cache-dtype", "fp8"])
+    assert build_command(cfg).argv[-2:] == ["--kv-cache-dtype", "fp8"]
+
+
+def test_local_cpu_command_is_eager_offline_and_on_loopback() -> None:
+    cfg = DeployConfig(model="tiny", gpu="H100", boot="compiled")
+    cmd = build_command(cfg, target="local-cpu", model_path="/tmp/tiny", max_model_len=2048)
+    assert cmd.argv[2] == "/tmp/tiny"
+    assert flag(cmd.argv, "--host") == "127.0.0.1"
+    assert flag(cmd.argv, "--max-model-len") == "2048"
+    assert "--enforce-eager" in cmd.argv
+    assert "--tensor-parallel-size" not in cmd.argv
+    assert cmd.env["HF_HUB_OFFLINE"] == "1"
+    assert cmd.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert "HF_HOME" not in cmd.env  # the user's own caches, not the container's
+
+
+def test_local_gpu_command_listens_on_loopback_only() -> None:
+    cmd = build_command(DeployConfig(), target="local-gpu")
+    assert flag(cmd.argv, "--host") == "127.0.0.1"
+    assert "VLLM_CACHE_ROOT" not in cmd.env
+
+
+def test_tiny_model_has_no_gpu_command() -> None:
+    with pytest.raises(ValueError, match="CPU"):
+        build_command(DeployConfig(model="tiny"), target="modal")
+
+
+@pytest.mark.parametrize("max_inputs", [1, 2, 3, 8, 31, 32, 64, 100, 256])
+def test_capture_sizes_cover_every_batch_up_to_max_inputs(max_inputs: int) -> None:
+    sizes = cudagraph_capture_sizes(max_inputs)
+    assert sizes == sorted(set(sizes))
+    assert sizes[0] == 1 and sizes[-1] == max_inputs
+    # Gaps stay small so padding a batch to the next captured size wastes little.
+    assert all(b - a <= 8 for a, b in zip(sizes, sizes[1:]))
+
+
+def test_shell_line_is_copy_pasteable() -> None:
+    line = build_command(DeployConfig()).shell()
+    assert "vllm serve openai/gpt-oss-20b" in line
+    assert "'{\"cudagraph_capture_sizes\"" in line  # the JSON is quoted for the shell
+
+
+def test_every_catalog_gpu_has_a_kernel_choice() -> None:
+    for gpu in catalog.GPUS.values():
+        assert catalog.moe_kernel(gpu) in ("marlin", "triton", "flashinfer-trtllm")
+    assert catalog.moe_kernel(catalog.GPUS["A10G"]) == "marlin"
+    assert catalog.moe_kernel(catalog.GPUS["H100"]) == "triton"

@@ -1,0 +1,81 @@
+"""Fit, context, concurrency, kernel and cost from the catalog's numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpt_oss_modal import catalog
+from gpt_oss_modal.config import ConfigError, DeployConfig
+from gpt_oss_modal.planner import kv_bytes_per_token, plan, require_fit, smallest_fitting_gpu
+
+
+def test_kv_bytes_per_token_counts_only_full_attention_layers() -> None:
+    m20, m120 = catalog.MODELS["openai/gpt-oss-20b"], catalog.MODELS["openai/gpt-oss-120b"]
+    # 12 full layers x (K and V) x 8 KV heads x 64 dims x 2 bytes.
+    assert kv_bytes_per_token(m20, 1) == 12 * 2 * 8 * 64 * 2
+    assert kv_bytes_per_token(m120, 1) == 18 * 2 * 8 * 64 * 2
+    assert kv_bytes_per_token(m120, 2) == kv_bytes_per_token(m120, 1) // 2
+    # With more GPUs than KV heads vLLM replicates heads: never below one head per GPU.
+    assert kv_bytes_per_token(m120, 16) == kv_bytes_per_token(m120, 8)
+
+
+def test_120b_on_a_24gb_card_is_refused_naming_a_gpu_that_fits() -> None:
+    p = plan(DeployConfig(model="120b", gpu="A10G"))
+    assert not p.fits
+    assert "GiB" in p.reason and "A100-80GB" in p.reason and "A10G:4" in p.reason
+    with pytest.raises(ConfigError):
+        require_fit(DeployConfig(model="120b", gpu="A10G"))
+
+
+@pytest.mark.parametrize("gpu", ["L4", "A10G"])
+def test_20b_on_24gb_cards_fits_with_reduced_context_said_plainly(gpu: str) -> None:
+    p = plan(DeployConfig(model="20b", gpu=gpu))
+    assert p.fits
+    assert p.max_model_len < 131072 <= p.max_context or p.max_model_len < p.max_context
+    assert any("context reduced" in n for n in p.notes)
+    assert any("Marlin" in n for n in p.notes)
+    assert p.moe_kernel == "marlin" and p.attention_backend == "TRITON_ATTN"
+
+
+def test_20b_on_h100_full_context_triton_and_price() -> None:
+    p = plan(DeployConfig(model="20b", gpu="H100"))
+    assert p.fits and p.max_model_len == 131072 and p.max_context == 131072
+    assert p.moe_kernel == "triton"
+    assert p.usd_per_hour == catalog.GPUS["H100"].usd_per_hour
+    assert p.price_date == catalog.PRICE_DATE
+    assert p.full_length_concurrency >= 4
+
+
+def test_tensor_parallel_multiplies_price_and_splits_weights() -> None:
+    one, two = plan(DeployConfig(model="120b", gpu="H100")), plan(DeployConfig(model="120b", gpu="H100:2"))
+    assert two.usd_per_hour == pytest.approx(2 * one.usd_per_hour)
+    assert two.weights_gib_per_gpu == pytest.approx(one.weights_gib_per_gpu / 2, abs=0.01)
+    assert two.kv_tokens > one.kv_tokens
+    assert two.max_model_len >= one.max_model_len
+
+
+def test_blackwell_uses_flashinfer() -> None:
+    assert plan(DeployConfig(model="120b", gpu="B200")).moe_kernel == "flashinfer-trtllm"
+
+
+def test_more_memory_never_fits_less() -> None:
+    for model in catalog.MODELS.values():
+        fits = [plan(DeployConfig(model=model.id, gpu=g.name)).fits
+                for g in sorted(catalog.GPUS.values(), key=lambda g: g.vram_gib)]
+        assert fits == sorted(fits)  # False... then True...
+
+
+def test_smallest_fitting_gpu() -> None:
+    m120 = catalog.MODELS["openai/gpt-oss-120b"]
+    assert smallest_fitting_gpu(m120, 0.9, "compiled", 32).name == "A100-80GB"
+    assert smallest_fitting_gpu(catalog.MODELS["openai/gpt-oss-20b"], 0.9, "compiled", 32).name == "L4"
+
+
+def test_explicit_context_beyond_the_cache_is_refused_with_the_limit() -> None:
+    p = plan(DeployConfig(model="120b", gpu="A100-80GB", max_model_len=131072, gpu_memory_utilization=0.85))
+    assert not p.fits and f"at most {p.max_context}" in p.reason
+
+
+def test_tiny_is_not_planned() -> None:
+    with pytest.raises(ConfigError, match="CPU"):
+        plan(DeployConfig(model="tiny"))
