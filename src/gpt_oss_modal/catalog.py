@@ -31,7 +31,9 @@ class GPU:
 
     @property
     def arch(self) -> str:
-        return {8: "Ampere/Ada", 9: "Hopper", 10: "Blackwell"}.get(self.compute_capability[0], "unknown")
+        if self.compute_capability == (8, 9):
+            return "Ada"
+        return {8: "Ampere", 9: "Hopper", 10: "Blackwell"}.get(self.compute_capability[0], "unknown")
 
 
 # T4 (SM 7.5) is left out on purpose: it has no bfloat16, and GPT-OSS runs in bfloat16 only.
