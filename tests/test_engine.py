@@ -146,3 +146,11 @@ def test_every_catalog_gpu_has_a_kernel_choice() -> None:
         assert catalog.moe_kernel(gpu) in ("marlin", "triton", "flashinfer-trtllm")
     assert catalog.moe_kernel(catalog.GPUS["A10G"]) == "marlin"
     assert catalog.moe_kernel(catalog.GPUS["H100"]) == "triton"
+
+
+def test_snapshot_mode_enables_sleep_on_modal_only() -> None:
+    cfg = DeployConfig(snapshot=True)
+    modal_cmd = build_command(cfg, target="modal")
+    assert "--enable-sleep-mode" in modal_cmd.argv and modal_cmd.env["VLLM_SERVER_DEV_MODE"] == "1"
+    local = build_command(cfg, target="local-gpu")
+    assert "--enable-sleep-mode" not in local.argv and "VLLM_SERVER_DEV_MODE" not in local.env

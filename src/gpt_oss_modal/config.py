@@ -96,6 +96,11 @@ class DeployConfig(BaseSettings):
     public: bool = Field(
         False, description="Serve with no auth at all. Must be asked for explicitly; prints a warning."
     )
+    snapshot: bool = Field(
+        False,
+        description="Modal memory + GPU snapshot of a started, sleeping engine (vLLM sleep mode): later cold "
+        "starts restore it instead of loading and compiling again. Uses Modal's experimental GPU snapshots.",
+    )
     extra_vllm_args: list[str] = Field(
         default_factory=list, description="Extra flags appended to `vllm serve`, for what this tool lacks."
     )

@@ -112,6 +112,10 @@ def build_command(
         argv.append("--enforce-eager")
     else:
         argv += ["--compilation-config", json.dumps(compilation_config(cfg), separators=(",", ":"))]
+    if cfg.snapshot and target == "modal":
+        # Sleep mode lets the container offload weights and drop the KV cache before Modal snapshots it,
+        # and wake up after restore; the /sleep and /wake_up routes exist only in vLLM's dev mode.
+        argv.append("--enable-sleep-mode")
     argv += cfg.extra_vllm_args
 
     env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
@@ -125,6 +129,8 @@ def build_command(
             "TRITON_CACHE_DIR": f"{VLLM_CACHE_DIR}/triton",
             "TORCHINDUCTOR_CACHE_DIR": f"{VLLM_CACHE_DIR}/inductor",
         }
+    if cfg.snapshot and target == "modal":
+        env["VLLM_SERVER_DEV_MODE"] = "1"
     if target == "local-cpu":
         env |= {
             "VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GIB),
