@@ -1,0 +1,449 @@
+"""`gpt-oss-modal bench` without a model: the metric math on hand-made records, the token-exact workload,
+the SSE client against a scripted fake server, the JSON document, the PNG and the CLI's exit codes.
+
+No test here times anything: the fake server answers instantly, and only counts and formulas are checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from gpt_oss_modal import bench as b
+from gpt_oss_modal import catalog
+
+# --- a small byte-level BPE tokenizer, trained in memory ------------------------------------------------
+
+
+def _train_tokenizer():
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    rng = random.Random(0)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = ["".join(rng.choice(letters) for _ in range(rng.randint(3, 7))) for _ in range(400)]
+    corpus = [" ".join(rng.choice(words) for _ in range(50)) for _ in range(400)]
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1500,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(corpus, trainer)
+    return tok
+
+
+@pytest.fixture(scope="module")
+def tokenizer_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("tok")
+    _train_tokenizer().save(str(d / "tokenizer.json"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def tok(tokenizer_file: Path) -> b.Tokenizer:
+    return b.load_tokenizer(tokenizer_file)
+
+
+# --- metric math ----------------------------------------------------------------------------------------
+
+
+def rec(ttft: float, itl: list[float], out: int, prompt: int = 10, ok: bool = True, **kw) -> b.RequestRecord:
+    return b.RequestRecord(
+        success=ok, prompt_len=prompt, output_tokens=out, ttft=ttft, latency=ttft + sum(itl), itl=itl, **kw
+    )
+
+
+def test_percentile_interpolates_linearly_between_ranks() -> None:
+    xs = [4.0, 1.0, 3.0, 2.0]  # sorted 1 2 3 4
+    assert b.percentile(xs, 0) == 1.0
+    assert b.percentile(xs, 100) == 4.0
+    assert b.percentile(xs, 50) == 2.5
+    assert b.percentile(xs, 90) == pytest.approx(3.7)  # rank 2.7 -> 3 + 0.7
+    assert b.percentile([7.0], 99) == 7.0
+    assert b.percentile([], 50) is None
+    with pytest.raises(ValueError):
+        b.percentile(xs, 101)
+
+
+def test_percentile_matches_numpy_default() -> None:
+    np = pytest.importorskip("numpy")
+    rng = random.Random(1)
+    for n in (1, 2, 3, 10, 101):
+        xs = [rng.expovariate(1.0) for _ in range(n)]
+        for p in (1, 25, 50, 90, 99, 99.9):
+            assert b.percentile(xs, p) == pytest.approx(float(np.percentile(xs, p)), rel=1e-12, abs=1e-15)
+
+
+def test_tpot_is_decode_time_over_tokens_after_the_first() -> None:
+    r = b.RequestRecord(success=True, output_tokens=11, ttft=0.1, latency=1.1)
+    assert b.tpot(r) == pytest.approx(0.1)
+    assert b.tpot(b.RequestRecord(success=True, output_tokens=1, ttft=0.1, latency=0.1)) is None
+    assert b.tpot(b.RequestRecord(success=False, output_tokens=11, ttft=0.1, latency=1.1)) is None
+
+
+def test_summarize_hand_made_level() -> None:
+    records = [
+        rec(0.1, [0.02] * 9, out=10, prompt=100, expected_output_len=10, expected_prompt_len=100),
+        rec(0.3, [0.04] * 4, out=5, prompt=50, expected_output_len=6, expected_prompt_len=50),
+        b.RequestRecord(success=False, error="Traceback...\nReadTimeout: timed out"),
+    ]
+    s = b.summarize(records, duration_s=2.0, percentiles=[50, 99])
+    assert (s["num_requests"], s["completed"], s["errors"]) == (3, 2, 1)
+    assert s["total_input_tokens"] == 150 and s["total_output_tokens"] == 15
+    assert s["output_throughput"] == pytest.approx(7.5)  # 15 tokens / 2 s
+    assert s["total_token_throughput"] == pytest.approx(82.5)
+    assert s["request_throughput"] == pytest.approx(1.0)  # successful requests only
+    # TPOT per request: (0.28 - 0.1)/9 = 0.02 and (0.46 - 0.3)/4 = 0.04
+    assert s["mean_tpot_ms"] == pytest.approx(30.0)
+    assert s["median_tpot_ms"] == pytest.approx(30.0)
+    assert s["p99_tpot_ms"] == pytest.approx(20 + 20 * 0.99)
+    assert s["std_tpot_ms"] == pytest.approx(10.0)  # population std, as numpy
+    # ITL pools every gap: nine of 20 ms, four of 40 ms
+    assert s["median_itl_ms"] == pytest.approx(20.0)
+    assert s["mean_itl_ms"] == pytest.approx((9 * 20 + 4 * 40) / 13)
+    assert s["median_ttft_ms"] == pytest.approx(200.0)
+    assert s["p50_e2el_ms"] == pytest.approx((280 + 460) / 2)
+    assert s["output_len_mismatches"] == 1 and s["prompt_len_mismatches"] == 0
+    assert s["error_samples"] == ["ReadTimeout: timed out"]
+
+
+def test_summarize_all_failed_reports_nulls_not_zeros() -> None:
+    s = b.summarize([b.RequestRecord(success=False, error="x")], duration_s=1.0)
+    assert s["completed"] == 0 and s["errors"] == 1
+    assert s["output_throughput"] == 0.0
+    assert s["median_ttft_ms"] is None and s["p99_tpot_ms"] is None
+
+
+def test_cost_per_million_output_tokens() -> None:
+    h100 = catalog.GPUS["H100"]
+    one = b.cost_per_million_output_tokens(h100.usd_per_hour, 1, 1000.0)
+    assert one == pytest.approx(h100.usd_per_hour / 3.6)  # 3.6e6 tokens per hour at 1000 tok/s
+    assert b.cost_per_million_output_tokens(h100.usd_per_hour, 2, 1000.0) == pytest.approx(2 * one)
+    assert b.cost_per_million_output_tokens(1.0, 1, 0.0) is None
+    lv = b.level_result(
+        b.LevelRun(4, [rec(0.1, [0.01] * 99, out=100)], duration_s=0.1),
+        [50],
+        b.GpuPrice("H100", 1, h100.usd_per_hour),
+    )
+    assert lv["output_throughput"] == pytest.approx(1000.0)
+    assert lv["usd_per_m_output_tokens"] == pytest.approx(one)
+
+
+def test_length_bounds_follow_vllm_random_dataset() -> None:
+    assert b.length_bounds(100, 0.0, 1) == (100, 100)
+    assert b.length_bounds(100, 0.25, 1) == (75, 125)
+    assert b.length_bounds(3, 0.5, 1) == (1, 5)  # floor(1.5), ceil(4.5)
+    assert b.length_bounds(1, 0.9, 1) == (1, 2)  # never 0 tokens
+    with pytest.raises(b.BenchError):
+        b.length_bounds(100, 1.0, 1)
+
+
+def test_parse_levels_and_percentiles() -> None:
+    assert b.parse_concurrency("1, 4,16") == [1, 4, 16]
+    for bad in ("", "0", "a,b", "-1"):
+        with pytest.raises(b.BenchError):
+            b.parse_concurrency(bad)
+    assert b.parse_percentiles("50,99.9") == [50.0, 99.9]
+    assert b.percentile_key(99.9) == "p99.9" and b.percentile_key(50.0) == "p50"
+    with pytest.raises(b.BenchError):
+        b.parse_percentiles("0")
+
+
+def test_normalize_base_url() -> None:
+    assert b.normalize_base_url("https://x.modal.run/v1/") == "https://x.modal.run"
+    assert b.normalize_base_url("http://127.0.0.1:8000/v1/completions") == "http://127.0.0.1:8000"
+    with pytest.raises(b.BenchError):
+        b.normalize_base_url("x.modal.run")
+
+
+# --- workload -------------------------------------------------------------------------------------------
+
+
+def test_workload_is_token_exact_deterministic_and_distinct(tok: b.Tokenizer) -> None:
+    w = b.make_workload(tok, 30, input_len=200, output_len=20, range_ratio=0.5, seed=7)
+    assert len(w) == 30
+    for p in w:
+        assert len(tok.encode(p.text)) == p.prompt_len
+        assert 100 <= p.prompt_len <= 300 and 10 <= p.output_len <= 30
+    assert len({p.text for p in w}) == 30
+    assert w == b.make_workload(tok, 30, input_len=200, output_len=20, range_ratio=0.5, seed=7)
+    assert w != b.make_workload(tok, 30, input_len=200, output_len=20, range_ratio=0.5, seed=8)
+    fixed = b.make_workload(tok, 5, input_len=64, output_len=8)
+    assert {(p.prompt_len, p.output_len) for p in fixed} == {(64, 8)}
+
+
+def test_payload_asks_for_exact_length_streams_and_usage() -> None:
+    p = b.Prompt("hello world", 2, 17)
+    t = b.Target("http://h", "llm", api_key="k", modal_key="wk-1", modal_secret="ws-2")
+    body = t.payload(p)
+    assert body["max_tokens"] == 17 and body["min_tokens"] == 17 and body["ignore_eos"] is True
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert t.url == "http://h/v1/completions"
+    h = t.headers()
+    assert h["Authorization"] == "Bearer k" and h["Modal-Key"] == "wk-1" and h["Modal-Secret"] == "ws-2"
+    chat = b.Target("http://h", "llm", endpoint="chat", ignore_eos=False).payload(p)
+    assert chat["messages"][0]["content"] == "hello world" and chat["max_completion_tokens"] == 17
+    assert "ignore_eos" not in chat and "min_tokens" not in chat
+
+
+def test_sse_parser_handles_split_chunks_comments_and_crlf() -> None:
+    parser = b.SSEParser()
+    assert parser.feed(b'data: {"a": 1}\n\nda') == ['{"a": 1}']
+    assert parser.feed(b"ta: [DO") == []
+    assert parser.feed(b"NE]\r\n\r\n: ping\n\ndata: \xc3") == ["[DONE]"]
+    assert parser.feed(b'\xa9"\n\n') == ['\u00e9"']
+
+
+# --- a scripted OpenAI-style server ---------------------------------------------------------------------
+
+
+class FakeServer:
+    """Streams `max_tokens` one-word chunks per completion; counts prompt tokens as words (our prompts are
+    made of one-word tokens). Every `fail_every`-th request gets HTTP 500; `short_by` trims every reply."""
+
+    def __init__(self, fail_every: int = 0, short_by: int = 0, with_usage: bool = True) -> None:
+        self.fail_every = fail_every
+        self.short_by = short_by
+        self.with_usage = with_usage
+        self.bodies: list[dict] = []
+        self.headers: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                data = json.dumps(
+                    {"object": "list", "data": [{"id": "llm", "root": "/nowhere/model"}]}
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.bodies.append(body)
+                server.headers.append(dict(self.headers))
+                n = len(server.bodies)
+                if server.fail_every and n % server.fail_every == 0:
+                    msg = b'{"error": "boom"}'
+                    self.send_response(500)
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                out = max(1, body["max_tokens"] - server.short_by)
+                for i in range(out):
+                    chunk = {"choices": [{"index": 0, "text": f" w{i}", "finish_reason": None}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                if server.with_usage:
+                    usage = {"prompt_tokens": len(body["prompt"].split()), "completion_tokens": out}
+                    self.wfile.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeServer:  # noqa: PYI034
+        self.thread.start()
+        return self
+
+    def __exit__(self, *a) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    with FakeServer() as s:
+        yield s
+
+
+def test_send_request_counts_tokens_and_gaps(server: FakeServer) -> None:
+    import httpx
+
+    async def go() -> b.RequestRecord:
+        async with httpx.AsyncClient() as c:
+            return await b.send_request(c, b.Target(server.url, "llm"), b.Prompt(" a b c", 3, 12))
+
+    r = asyncio.run(go())
+    assert r.success and r.error == ""
+    assert r.output_tokens == 12 and r.prompt_len == 3
+    assert len(r.itl) == 11  # one gap between each pair of the 12 token events; the usage chunk is none
+    assert r.latency == pytest.approx(r.ttft + sum(r.itl))
+    assert server.bodies[0]["max_tokens"] == 12 and server.bodies[0]["model"] == "llm"
+
+
+def test_without_usage_the_tokenizer_counts_the_reply() -> None:
+    import httpx
+
+    async def go(url: str) -> b.RequestRecord:
+        async with httpx.AsyncClient() as c:
+            return await b.send_request(
+                c, b.Target(url, "llm"), b.Prompt("x", 1, 5), count_tokens=lambda s: 99
+            )
+
+    with FakeServer(with_usage=False) as s:
+        r = asyncio.run(go(s.url))
+    assert r.success and r.output_tokens == 99 and r.prompt_len == 1
+
+
+def test_sweep_counts_errors_and_writes_json_and_png(tok: b.Tokenizer, tmp_path: Path) -> None:
+    wl = b.Workload(input_len=32, output_len=6, num_requests=6)
+    gpu = b.GpuPrice("L4", 1, catalog.GPUS["L4"].usd_per_hour)
+    with FakeServer(fail_every=4, short_by=1) as s:
+        target = b.Target(s.url, "")
+        result = b.sweep(target, tok, [1, 3], wl, percentiles=[50, 90, 99], gpu=gpu, model="tiny")
+    assert target.model == "llm"  # found at /v1/models
+    assert len(s.bodies) == 1 + 6 + 6  # the untimed first request, then 6 per level
+    assert [lv["concurrency"] for lv in result["levels"]] == [1, 3]
+    total_errors = sum(lv["errors"] for lv in result["levels"])
+    assert total_errors == 3  # requests 4, 8 and 12 failed
+    for lv in result["levels"]:
+        assert lv["completed"] + lv["errors"] == 6
+        assert lv["output_len_mismatches"] == lv["completed"]  # the server stopped one token short
+        assert lv["prompt_len_mismatches"] == 0  # the server counted exactly the tokens we built
+        assert lv["total_output_tokens"] == 5 * lv["completed"]
+        assert any("HTTP 500" in e for e in lv["error_samples"])
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    b.write_json(result, out)
+    check_result_schema(json.loads(out.read_text()), levels=[1, 3], percentiles=[50, 90, 99])
+    pytest.importorskip("matplotlib")
+    b.plot(result, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_duration_mode_runs_until_the_deadline(tok: b.Tokenizer, server: FakeServer) -> None:
+    prompts = b.make_workload(tok, 4, 16, 3)
+    run = asyncio.run(b.run_level(b.Target(server.url, "llm"), prompts, 2, duration_s=0.3))
+    assert len(run.records) >= 2 and all(r.success for r in run.records)
+    assert run.duration_s >= 0.3
+
+
+def test_first_request_failure_is_one_line(tok: b.Tokenizer) -> None:
+    with (
+        FakeServer(fail_every=1) as s,
+        pytest.raises(b.BenchError, match="first request .* failed: HTTP 500"),
+    ):
+        b.sweep(b.Target(s.url, "llm"), tok, [1], b.Workload(8, 2, num_requests=1))
+
+
+# --- the JSON document ----------------------------------------------------------------------------------
+
+TOP_KEYS = {
+    "schema", "created", "base_url", "endpoint", "served_model", "model", "tokenizer", "workload",
+    "percentiles", "gpu", "levels",
+}  # fmt: skip
+WORKLOAD_KEYS = {
+    "dataset", "input_len", "output_len", "random_range_ratio", "requests_per_level", "duration_s_per_level",
+    "warmup_requests", "ignore_eos", "seed", "request_rate",
+}  # fmt: skip
+LEVEL_KEYS = {
+    "concurrency", "num_requests", "completed", "errors", "duration_s", "total_input_tokens",
+    "total_output_tokens", "request_throughput", "output_throughput", "total_token_throughput",
+    "output_len_mismatches", "prompt_len_mismatches", "error_samples", "usd_per_m_output_tokens",
+}  # fmt: skip
+
+
+def check_result_schema(doc: dict, levels: list[int], percentiles: list[float]) -> None:
+    assert doc["schema"] == b.SCHEMA
+    assert TOP_KEYS <= set(doc), TOP_KEYS - set(doc)
+    assert WORKLOAD_KEYS <= set(doc["workload"])
+    if doc["gpu"] is not None:
+        assert set(doc["gpu"]) == {"name", "count", "usd_per_hour", "price_date"}
+        assert doc["gpu"]["price_date"] == catalog.PRICE_DATE
+    assert [lv["concurrency"] for lv in doc["levels"]] == levels
+    stat_keys = {
+        f"{stat}_{m}_ms"
+        for m in b.METRICS
+        for stat in ["mean", "median", "std", *(b.percentile_key(p) for p in percentiles)]
+    }
+    for lv in doc["levels"]:
+        assert LEVEL_KEYS | stat_keys <= set(lv), (LEVEL_KEYS | stat_keys) - set(lv)
+        for k in stat_keys | {"output_throughput", "request_throughput", "total_token_throughput"}:
+            assert lv[k] is None or (isinstance(lv[k], float) and math.isfinite(lv[k]) and lv[k] >= 0), k
+        assert isinstance(lv["errors"], int) and isinstance(lv["error_samples"], list)
+
+
+# --- the command ----------------------------------------------------------------------------------------
+
+EXE = shutil.which("gpt-oss-modal")
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [EXE, *args] if EXE else [sys.executable, "-m", "gpt_oss_modal.cli", *args]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GPT_OSS_", "MODAL_"))}
+    return subprocess.run(
+        cmd,
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**base, "COLUMNS": "200", **(env or {})},
+        timeout=120,
+    )
+
+
+def test_cli_bench_against_fake_server(tokenizer_file: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    with FakeServer() as s:
+        r = cli(
+            "bench", "--url", s.url + "/v1", "--tokenizer", str(tokenizer_file), "-c", "1,2", "-n", "4",
+            "--input-len", "40", "--output-len", "5", "--gpu", "A10G", "--out", "r.json", "--plot", "r.png",
+            "--json", "--modal-key", "wk-x", cwd=tmp_path, env={"MODAL_SECRET": "ws-y"},
+        )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc == json.loads((tmp_path / "r.json").read_text())
+    check_result_schema(doc, levels=[1, 2], percentiles=[50, 90, 99])
+    assert doc["gpu"]["name"] == "A10G" and doc["served_model"] == "llm"
+    assert all(lv["errors"] == 0 and lv["completed"] == 4 for lv in doc["levels"])
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    assert s.headers[-1]["Modal-Key"] == "wk-x" and s.headers[-1]["Modal-Secret"] == "ws-y"
+    assert "concurrency 2" in r.stderr  # the progress bars
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ([], "--url"),
+        (["--url", "http://127.0.0.1:9", "-c", "0"], "--concurrency"),
+        (["--url", "http://127.0.0.1:9", "-n", "3", "--duration", "5"], "not both"),
+        (["--url", "ftp://x"], "http"),
+        (["--url", "http://127.0.0.1:9", "--gpu", "T4"], "T4"),
+        (["--url", "http://127.0.0.1:9"], "cannot reach"),
+    ],
+)
+def test_cli_bench_bad_input_exits_2_with_one_line(args: list[str], needle: str, tmp_path: Path) -> None:
+    r = cli("bench", *args, cwd=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
