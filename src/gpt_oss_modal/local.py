@@ -1,0 +1,478 @@
+"""The engine on this machine: `LocalServer` starts what `engine.build_command` returns and watches it.
+
+With an NVIDIA GPU it runs the real model (target `local-gpu`); without one it runs vLLM's CPU build on the
+embedded tiny checkpoint (target `local-cpu`, see `gpt_oss_modal.tiny`), which is what the tests and CI use.
+
+The engine runs in its own process group (vLLM starts an engine-core process next to the API server), so
+`stop()` ends all of it at once: SIGTERM to the group, then SIGKILL for whatever is still there. Its output
+goes to a log file under the cache directory and to a ring buffer of the last lines, which every start-up
+error quotes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from . import catalog
+from .config import DeployConfig
+from .engine import EngineCommand, Target, build_command
+
+# The module that runs vLLM's CLI (see gpt_oss_modal.vllm_entry for why not the `vllm` script).
+ENTRY_MODULE = "gpt_oss_modal.vllm_entry"
+LOG_LINES = 200  # kept in memory for error messages
+ERROR_LINES = 25  # quoted in an error
+DEFAULT_STARTUP_TIMEOUT = 300  # seconds; the CPU engine needs 30-60 s on two cores
+
+
+class LocalServerError(RuntimeError):
+    """The engine could not be started or died; `last_lines` is the end of its log."""
+
+    def __init__(self, message: str, last_lines: list[str] | None = None, log_path: Path | None = None):
+        super().__init__(message)
+        self.message = message
+        self.last_lines = list(last_lines or [])
+        self.log_path = log_path
+
+    def details(self) -> str:
+        """The message, the last log lines and where the whole log is."""
+        parts = [self.message]
+        if self.last_lines:
+            parts.append("last engine output:")
+            parts += ["  " + line for line in self.last_lines]
+        if self.log_path is not None:
+            parts.append(f"full log: {self.log_path}")
+        return "\n".join(parts)
+
+
+# --- where things live -----------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """gpt-oss-modal's cache directory (GPT_OSS_CACHE_DIR overrides the platform's user cache dir)."""
+    if os.environ.get("GPT_OSS_CACHE_DIR"):
+        return Path(os.environ["GPT_OSS_CACHE_DIR"])
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("gpt-oss-modal"))
+
+
+def log_dir() -> Path:
+    return cache_dir() / "logs"
+
+
+# --- which engine ---------------------------------------------------------------------------------------
+
+
+def has_cuda_gpu() -> bool:
+    """An NVIDIA GPU that vLLM can use: `nvidia-smi -L` lists one, or a CUDA torch sees one."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
+            if out.returncode == 0 and "GPU" in out.stdout:
+                return True
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            return False
+        import torch
+
+        return torch.version.cuda is not None and torch.cuda.is_available()
+    except Exception:  # a broken torch is no GPU
+        return False
+
+
+def choose_target(
+    cfg: DeployConfig, *, model_explicit: bool, gpu: bool | None = None
+) -> tuple[DeployConfig, Target]:
+    """The config and target to serve locally.
+
+    tiny -> the CPU engine. A real model -> the GPU engine when there is a CUDA GPU; on a machine without
+    one, the default model becomes tiny, and a real model that was asked for is an error (one line).
+    """
+    if cfg.model == catalog.TINY:
+        return cfg, "local-cpu"
+    if gpu is None:
+        gpu = has_cuda_gpu()
+    if gpu:
+        return cfg, "local-gpu"
+    if not model_explicit:
+        return cfg.model_copy(update={"model": catalog.TINY}), "local-cpu"
+    raise LocalServerError(
+        f"{cfg.model} needs an NVIDIA GPU and this machine has none (no nvidia-smi, no CUDA device); "
+        "serve the embedded checkpoint with `--model tiny`, or run the real model on Modal with "
+        "`gpt-oss-modal run` / `deploy`"
+    )
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something already listens on host:port (binding as the server would, with SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                return True
+            raise
+    return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def group_processes(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group `pgid`, read from /proc."""
+    pids = []
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: ask the kernel whether the group exists at all
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def engine_argv(command: EngineCommand, launcher: list[str] | None = None) -> list[str]:
+    """The builder's `vllm serve ...` argv, run by this Python through the CLI shim (or by `launcher`)."""
+    assert command.argv[0] == "vllm", command.argv
+    return [*(launcher or [sys.executable, "-m", ENTRY_MODULE]), *command.argv[1:]]
+
+
+# --- the tiny checkpoint ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    env: dict[str, str]  # what the engine needs to load it offline (the vocab directory)
+    max_model_len: int | None = None
+
+
+def tiny_checkpoint(*, scripted: bool = True) -> Checkpoint:
+    """Build (once, cached) the embedded tiny checkpoint and say how the engine loads it offline."""
+    from . import tiny, tokenizer
+
+    path = Path(tiny.ensure_checkpoint(scripted=scripted))
+    env = {
+        "TIKTOKEN_ENCODINGS_BASE": str(tokenizer.encodings_dir()),
+        "TIKTOKEN_RS_CACHE_DIR": str(tokenizer.encodings_dir()),
+    }
+    return Checkpoint(path=path, env=env, max_model_len=getattr(tiny, "MAX_MODEL_LEN", None))
+
+
+# --- the server -----------------------------------------------------------------------------------------
+
+
+class LocalServer:
+    """One engine process group on 127.0.0.1:port.
+
+    >>> with LocalServer(DeployConfig(model="tiny", port=8123)) as server:  # doctest: +SKIP
+    ...     server.wait_ready(300)
+    ...     print(server.base_url)
+    """
+
+    def __init__(
+        self,
+        cfg: DeployConfig,
+        *,
+        target: Target | None = None,
+        checkpoint: Checkpoint | None = None,
+        log_path: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        launcher: list[str] | None = None,
+    ) -> None:
+        if target is None:
+            target = "local-cpu" if cfg.model == catalog.TINY else "local-gpu"
+        self.cfg = cfg
+        self.target: Target = target
+        self.host = "127.0.0.1"
+        self.port = cfg.port
+        self._checkpoint = checkpoint
+        self.log_path = log_path or log_dir() / f"serve-{self.port}.log"
+        self._extra_env = dict(extra_env or {})
+        self._launcher = launcher  # what runs `serve ...` instead of vLLM's CLI (tests use fakes)
+        self.lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pgid: int | None = None
+        self.command: EngineCommand | None = None
+        self._reader: threading.Thread | None = None
+        self._log: IO[str] | None = None
+        self._lock = threading.Lock()
+        self.started_at: float | None = None
+        self.ready_after: float | None = None  # seconds from start() to a healthy /health
+
+    # -- addresses --
+
+    @property
+    def url(self) -> str:
+        """The server's root URL (where /health is)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL (what `OpenAI(base_url=...)` takes)."""
+        return self.url + "/v1"
+
+    @property
+    def api_key(self) -> str | None:
+        return self.cfg.api_key.get_secret_value() if self.cfg.api_key is not None else None
+
+    def curl_example(self) -> str:
+        auth = " -H 'Authorization: Bearer $GPT_OSS_API_KEY'" if self.api_key else ""
+        body = '{"model": "llm", "messages": [{"role": "user", "content": "Hello!"}]}'
+        return (
+            f"curl -s {self.base_url}/chat/completions -H 'Content-Type: application/json'{auth} -d '{body}'"
+        )
+
+    # -- life cycle --
+
+    def last_lines(self, n: int = ERROR_LINES) -> list[str]:
+        with self._lock:
+            return list(self.lines)[-n:]
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _error(self, message: str) -> LocalServerError:
+        return LocalServerError(message, self.last_lines(), self.log_path)
+
+    def start(self) -> LocalServer:
+        if self.proc is not None:
+            raise RuntimeError("this LocalServer was already started")
+        if port_in_use(self.port, self.host):
+            raise LocalServerError(
+                f"port {self.port} on {self.host} is already in use (another server?); stop it or pick "
+                f"another with --port"
+            )
+        env_extra: dict[str, str] = {}
+        model_path = None
+        max_model_len = None
+        if self.target == "local-cpu":
+            ckpt = self._checkpoint or tiny_checkpoint(scripted=True)
+            model_path, max_model_len = str(ckpt.path), ckpt.max_model_len
+            env_extra |= ckpt.env
+        self.command = build_command(
+            self.cfg, target=self.target, model_path=model_path, max_model_len=max_model_len
+        )
+        env = {**os.environ, **self.command.env, **env_extra, **self._extra_env}
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop("VLLM_API_KEY", None)
+        if self.api_key:
+            env["VLLM_API_KEY"] = self.api_key  # never on the command line
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("w", encoding="utf-8", errors="replace")
+        self._log.write(f"$ {self.command.shell()}\n")
+        self._log.flush()
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(
+            engine_argv(self.command, self._launcher),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() ends the engine core with it
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        self.pgid = self.proc.pid
+        _live.add(self)
+        self._reader = threading.Thread(target=self._pump, name=f"vllm-log-{self.port}", daemon=True)
+        self._reader.start()
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for raw in iter(self.proc.stdout.readline, b""):
+            text = raw.decode("utf-8", errors="replace")
+            # progress bars redraw with \r: keep the latest state
+            line = text.rstrip("\r\n").rsplit("\r", 1)[-1].rstrip()
+            with self._lock:
+                if self._log is not None and not self._log.closed:
+                    self._log.write(text if text.endswith("\n") else text + "\n")
+                    self._log.flush()
+                if line:
+                    self.lines.append(line)
+        self.proc.stdout.close()
+
+    def wait_ready(
+        self,
+        timeout: float = DEFAULT_STARTUP_TIMEOUT,
+        *,
+        progress: bool = False,
+        console: Any = None,
+        on_tick: Callable[[float, str], None] | None = None,
+    ) -> float:
+        """Block until GET /health answers 200; return the seconds since start().
+
+        The engine exiting, or `timeout` passing (the engine is then stopped), raises LocalServerError with
+        the last log lines. `progress` shows a live line on `console` (rich): elapsed seconds and the
+        engine's current log line.
+        """
+        if self.proc is None or self.started_at is None:
+            raise RuntimeError("start() first")
+        deadline = self.started_at + timeout
+        display = _Progress(console, self.target) if progress else None
+        try:
+            with httpx.Client(timeout=2.0) as http:
+                while True:
+                    elapsed = time.monotonic() - self.started_at
+                    current = (self.last_lines(1) or [""])[0]
+                    if display:
+                        display.update(elapsed, current)
+                    if on_tick:
+                        on_tick(elapsed, current)
+                    code = self.proc.poll()
+                    if code is not None:
+                        self._drain()
+                        raise self._error(f"the engine exited with code {code} during start-up")
+                    try:
+                        if http.get(self.url + "/health").status_code == 200:
+                            self.ready_after = time.monotonic() - self.started_at
+                            return self.ready_after
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() >= deadline:
+                        err = self._error(
+                            f"the engine did not answer /health within {timeout:.0f} s; stopped it"
+                        )
+                        self.stop()
+                        raise err
+                    time.sleep(0.5)
+        finally:
+            if display:
+                display.close()
+
+    def _drain(self, timeout: float = 5.0) -> None:
+        """Let the reader catch the last output of an exited engine."""
+        if self._reader is not None:
+            self._reader.join(timeout)
+
+    def stop(self, grace: float = 15.0) -> int | None:
+        """End the whole process group: SIGTERM, then SIGKILL after `grace` seconds. Returns the exit code."""
+        if self.proc is None:
+            return None
+        pgid = self.pgid
+        assert pgid is not None
+        if group_processes(pgid) or self.proc.poll() is None:
+            _signal_group(pgid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and (self.proc.poll() is None or group_processes(pgid)):
+                time.sleep(0.1)
+            if self.proc.poll() is None or group_processes(pgid):
+                _signal_group(pgid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(10)
+                deadline = time.monotonic() + 10
+                while group_processes(pgid) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+        code = self.proc.wait()
+        self._drain()
+        with self._lock:
+            if self._log is not None and not self._log.closed:
+                self._log.close()
+        _live.discard(self)
+        return code
+
+    def __enter__(self) -> LocalServer:
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the engine gets SIGTERM if the process that started it dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+# Servers still running when the interpreter exits are stopped.
+_live: set[LocalServer] = set()
+
+
+@atexit.register
+def _stop_all() -> None:  # pragma: no cover - exit path
+    for server in list(_live):
+        with contextlib.suppress(Exception):
+            server.stop(grace=5)
+
+
+class _Progress:
+    """A rich live line: spinner, elapsed seconds, the engine's current log line."""
+
+    def __init__(self, console: Any, target: str) -> None:
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.console = console or Console(stderr=True)
+        what = "vLLM (CPU, tiny checkpoint)" if target == "local-cpu" else "vLLM (GPU)"
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn(f"[bold]starting {what}[/]"),
+            TimeElapsedColumn(),
+            TextColumn("[dim]{task.description}", markup=True),
+            console=self.console,
+            transient=True,
+        )
+        self.task = self.progress.add_task("", total=None)
+        self.progress.start()
+
+    def update(self, elapsed: float, line: str) -> None:
+        from rich.markup import escape
+
+        width = max(20, self.console.width - 50)
+        text = line if len(line) <= width else line[: width - 1] + "…"
+        self.progress.update(self.task, description=escape(text))
+
+    def close(self) -> None:
+        self.progress.stop()
