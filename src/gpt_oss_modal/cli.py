@@ -313,6 +313,83 @@ def bench(
         fail(str(e))
 
 
+# --- serve (local) --------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    local: Annotated[
+        bool, typer.Option("--local", help="Run the engine on this machine (required; Modal: run/deploy).")
+    ] = False,
+    model: ModelOpt = None,
+    port: Annotated[Optional[int], typer.Option("--port", "-p", help="Port on 127.0.0.1 (8000).")] = None,
+    api_key: Annotated[
+        Optional[str], typer.Option("--api-key", help="Require this bearer key (or set GPT_OSS_API_KEY).")
+    ] = None,
+    startup_timeout: Annotated[
+        Optional[int], typer.Option("--startup-timeout", help="Seconds to wait for /health (default 300).")
+    ] = None,
+    max_model_len: MaxLenOpt = None,
+    max_inputs: MaxInputsOpt = None,
+    config_file: ConfigFile = None,
+) -> None:
+    """Serve the OpenAI-compatible API on this machine: vLLM on a local GPU, else the tiny model on CPU.
+
+    Without an NVIDIA GPU the default model is `tiny`, the embedded offline checkpoint on vLLM's CPU build.
+    Prints the base URL and a curl line once /health answers; Ctrl-C stops the engine and exits 0.
+    """
+    if not local:
+        fail("serve runs the engine on this machine: add --local; for Modal use `gpt-oss-modal run` "
+             "(temporary server + smoke test) or `gpt-oss-modal deploy`")
+    import signal
+    import time
+
+    from . import local as lo
+
+    loaded = resolve(config_file, model=model, port=port, api_key=api_key, startup_timeout=startup_timeout,
+                     max_model_len=max_model_len, max_inputs=max_inputs)  # fmt: skip
+    try:
+        cfg, target = lo.choose_target(loaded.config, model_explicit=loaded.sources.get("model") != "default")
+    except lo.LocalServerError as e:
+        fail(e.message)
+    timeout = cfg.startup_timeout or (lo.DEFAULT_STARTUP_TIMEOUT if target == "local-cpu"
+                                      else cfg.effective_startup_timeout())  # fmt: skip
+
+    def _interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    server = lo.LocalServer(cfg, target=target)
+    try:
+        try:
+            server.start()
+            what = f"{cfg.model} on vLLM" if target == "local-gpu" else "the tiny checkpoint on vLLM (CPU)"
+            err.print(f"starting {what}; log: {server.log_path}", highlight=False, soft_wrap=True)
+            seconds = server.wait_ready(timeout, progress=True, console=err)
+        except lo.LocalServerError as e:
+            server.stop()
+            err.print("[bold red]error:[/] ", end="")
+            err.print(e.details(), highlight=False, soft_wrap=True, markup=False)
+            raise typer.Exit(1)
+        console.print(f"ready in {seconds:.0f} s; base URL (served model `llm`):", highlight=False)
+        console.print(server.base_url, highlight=False, soft_wrap=True)
+        console.print("try:", highlight=False)
+        console.print(server.curl_example(), highlight=False, soft_wrap=True, markup=False)
+        console.print("Ctrl-C stops it.", highlight=False, style="dim")
+        while server.running:
+            time.sleep(0.5)
+        code = server.stop()
+        died = lo.LocalServerError(f"the engine exited (code {code})", server.last_lines(), server.log_path)
+        err.print("[bold red]error:[/] ", end="")
+        err.print(died.details(), highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        err.print("stopping the engine ...", highlight=False)
+        server.stop()
+        err.print("stopped.", highlight=False)
+        raise typer.Exit(0)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 
