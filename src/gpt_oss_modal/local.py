@@ -296,8 +296,7 @@ class LocalServer:
         env = {**os.environ, **self.command.env, **env_extra, **self._extra_env}
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("VLLM_API_KEY", None)
-        if self.api_key:
-            env["VLLM_API_KEY"] = self.api_key  # never on the command line
+        env |= self.command.secret_env  # the bearer key, never on the command line
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("w", encoding="utf-8", errors="replace")
         self._log.write(f"$ {self.command.shell()}\n")
@@ -351,7 +350,9 @@ class LocalServer:
         deadline = self.started_at + timeout
         display = _Progress(console, self.target) if progress else None
         try:
-            with httpx.Client(timeout=2.0) as http:
+            # With a key, /health is guarded too (gpt_oss_modal.auth): the wait sends it.
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            with httpx.Client(timeout=2.0, headers=headers) as http:
                 while True:
                     elapsed = time.monotonic() - self.started_at
                     current = (self.last_lines(1) or [""])[0]
