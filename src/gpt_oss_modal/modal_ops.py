@@ -1,0 +1,270 @@
+"""Everything the CLI does with Modal: check it can, build the `modal` command lines, ask the SDK.
+
+The Modal SDK is an optional dependency, so nothing here imports it at module level; `modal_problem()`
+says in one line what is missing (the package, or credentials) before any command calls out, instead of
+a traceback minutes later. Commands that change things (deploy, run, stop, logs) run Modal's own CLI
+as `python -m modal ...` with the resolved config in GPT_OSS_CONFIG_JSON, so the output, prompts and
+progress are Modal's; lookups (the URL, volume sizes) use the SDK directly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import catalog, planner
+from .config import CONFIG_JSON_ENV, ConfigError, DeployConfig
+
+APP_MODULE = "gpt_oss_modal.modal_app"
+SERVE_FUNCTION = "serve"  # the web function's name in the app, part of its URL
+ENTRYPOINT = "main"  # the local entrypoint `modal run` calls: wait for /health, smoke test
+
+# The Volumes that keep weights and compiled kernels between containers, and where they are mounted
+# (engine.HF_CACHE_DIR / VLLM_CACHE_DIR). The names are the ones Modal's own vLLM examples use, so a
+# workspace that ran them already has the cache.
+HF_CACHE_VOLUME = "huggingface-cache"
+VLLM_CACHE_VOLUME = "vllm-cache"
+
+# A Modal proxy auth token (https://modal.com/settings/proxy-auth-tokens) for the private endpoint.
+PROXY_KEY_ENV = "MODAL_KEY"
+PROXY_SECRET_ENV = "MODAL_SECRET"
+
+INSTALL_HINT = "pip install 'gpt-oss-modal[modal]'"
+
+
+class ModalError(Exception):
+    """One line for the user: what went wrong with Modal and what to do."""
+
+
+# --- can we talk to Modal at all ------------------------------------------------------------------------
+
+
+def modal_problem() -> str | None:
+    """None when the SDK is installed and credentials are configured; else one line saying how to fix it.
+
+    Reads Modal's own config (environment over ~/.modal.toml) the way its client does, without calling
+    out: with no token the SDK would fail only after building the app, or hang on a network timeout.
+    """
+    try:
+        from modal.config import config
+    except ImportError:
+        return f"the Modal SDK is not installed: {INSTALL_HINT}"
+    try:
+        token = config.get("token_id") and config.get("token_secret")
+        oauth = config.get("oauth_refresh_token")
+    except Exception as e:  # a malformed ~/.modal.toml
+        return f"cannot read the Modal config ({e}); run `modal setup`"
+    if not (token or oauth):
+        return (
+            "Modal is not authenticated: run `modal setup` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET "
+            "to a token from modal.com/settings/tokens)"
+        )
+    return None
+
+
+def require_modal() -> None:
+    problem = modal_problem()
+    if problem:
+        raise ModalError(problem)
+
+
+def proxy_credentials(env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+    """The proxy auth token id and secret from MODAL_KEY / MODAL_SECRET, if set."""
+    env = os.environ if env is None else env
+    return env.get(PROXY_KEY_ENV) or None, env.get(PROXY_SECRET_ENV) or None
+
+
+def check_deployable(cfg: DeployConfig) -> planner.Plan:
+    """The plan for a Modal deployment of cfg, or ConfigError saying why there must be none."""
+    if cfg.model == catalog.TINY:
+        raise ConfigError(
+            "model: `tiny` runs on the local CPU engine only (gpt-oss-modal serve --local); "
+            "deploy openai/gpt-oss-20b or openai/gpt-oss-120b to Modal"
+        )
+    if cfg.snapshot:
+        # engine.build_command supports sleep mode, but the Modal side of GPU snapshots (a class whose
+        # @modal.enter(snap=True) starts, warms and sleeps the engine) is not written yet.
+        raise ConfigError("snapshot: GPU snapshots are not available in the Modal app yet; unset snapshot")
+    return planner.require_fit(cfg)
+
+
+def open_endpoint(cfg: DeployConfig) -> bool:
+    """True when nothing at all guards the endpoint (--public, or proxy auth off and no API key)."""
+    return not cfg.requires_proxy_auth and not cfg.api_key_secret
+
+
+OPEN_ENDPOINT_WARNING = (
+    "this endpoint has no authentication: anyone with the URL can call it and spend your GPU time"
+)
+
+
+# --- the `modal` command lines --------------------------------------------------------------------------
+
+
+def modal_argv(*args: str) -> list[str]:
+    # `python -m modal` rather than `modal`: the SDK this interpreter imports, whatever is on PATH.
+    return [sys.executable, "-m", "modal", *args]
+
+
+def deploy_argv(module: str = APP_MODULE) -> list[str]:
+    return modal_argv("deploy", "-m", module)
+
+
+def run_argv(module: str = APP_MODULE) -> list[str]:
+    return modal_argv("run", "-m", f"{module}::{ENTRYPOINT}")
+
+
+def stop_argv(app_name: str, *, yes: bool = False) -> list[str]:
+    return modal_argv("app", "stop", app_name, *(["--yes"] if yes else []))
+
+
+def logs_argv(
+    app_name: str, *, follow: bool = False, tail: int | None = None, since: str | None = None
+) -> list[str]:
+    args = ["app", "logs", app_name]
+    if follow:
+        args.append("--follow")
+    if tail is not None:
+        args += ["--tail", str(tail)]
+    if since:
+        args += ["--since", since]
+    return modal_argv(*args)
+
+
+def app_env(cfg: DeployConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for `modal deploy/run`: the resolved config rides along as JSON.
+
+    The app module then takes the config from GPT_OSS_CONFIG_JSON instead of resolving it again, so the
+    flags given to this CLI reach the container.
+    """
+    env = dict(os.environ if base is None else base)
+    env[CONFIG_JSON_ENV] = cfg.to_json()
+    return env
+
+
+def call(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """Run a `modal` command in the foreground (its output and prompts go straight to the terminal)."""
+    try:
+        return subprocess.run(list(argv), env=None if env is None else dict(env)).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+# --- SDK lookups ----------------------------------------------------------------------------------------
+
+
+def _describe(e: Exception) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text[:300]
+
+
+def deployed_url(app_name: str) -> str:
+    """The URL of the deployed app's endpoint (Modal assigns it: <workspace>--<app>-serve.modal.run)."""
+    require_modal()
+    import modal
+    from modal.exception import AuthError, NotFoundError
+
+    try:
+        url = modal.Function.from_name(app_name, SERVE_FUNCTION).get_web_url()
+    except NotFoundError:
+        raise ModalError(
+            f"app {app_name!r} is not deployed (no function {SERVE_FUNCTION!r}): run `gpt-oss-modal deploy`"
+        ) from None
+    except AuthError as e:
+        raise ModalError(f"Modal rejected the credentials ({_describe(e)}); run `modal setup`") from None
+    except Exception as e:
+        raise ModalError(f"cannot look up app {app_name!r} on Modal: {_describe(e)}") from None
+    if not url:
+        raise ModalError(f"app {app_name!r} has no web endpoint")
+    return url
+
+
+@dataclass(frozen=True)
+class VolumeUsage:
+    name: str
+    mount_path: str
+    exists: bool
+    files: int = 0
+    bytes: int = 0
+
+
+def cache_volumes() -> list[tuple[str, str]]:
+    """(volume name, mount path in the container) of the two caches."""
+    from .engine import HF_CACHE_DIR, VLLM_CACHE_DIR
+
+    return [(HF_CACHE_VOLUME, HF_CACHE_DIR), (VLLM_CACHE_VOLUME, VLLM_CACHE_DIR)]
+
+
+def _volume(name: str) -> Any:
+    """The named Volume, hydrated; None when it does not exist (yet)."""
+    import modal
+    from modal.exception import AuthError, NotFoundError
+
+    try:
+        vol = modal.Volume.from_name(name)
+        vol.hydrate()
+    except NotFoundError:
+        return None
+    except AuthError as e:
+        raise ModalError(f"Modal rejected the credentials ({_describe(e)}); run `modal setup`") from None
+    except Exception as e:
+        raise ModalError(f"cannot look up volume {name!r} on Modal: {_describe(e)}") from None
+    return vol
+
+
+def volume_usage() -> list[VolumeUsage]:
+    """Files and bytes in each cache volume (walks the listing: the SDK has no size call)."""
+    require_modal()
+    from modal.types import FileEntryType
+
+    out = []
+    for name, mount in cache_volumes():
+        vol = _volume(name)
+        if vol is None:
+            out.append(VolumeUsage(name, mount, exists=False))
+            continue
+        files = size = 0
+        try:
+            for entry in vol.iterdir("/", recursive=True):
+                if entry.type == FileEntryType.FILE:
+                    files += 1
+                    size += entry.size
+        except Exception as e:
+            raise ModalError(f"cannot list volume {name!r}: {_describe(e)}") from None
+        out.append(VolumeUsage(name, mount, exists=True, files=files, bytes=size))
+    return out
+
+
+def clear_volume(name: str) -> int:
+    """Delete everything in a cache volume (the volume itself stays, so deployed apps keep their mount).
+
+    Returns how many top-level entries were removed.
+    """
+    names = [n for n, _ in cache_volumes()]
+    if name not in names:
+        raise ModalError(f"{name!r} is not one of this tool's cache volumes ({', '.join(names)})")
+    require_modal()
+    vol = _volume(name)
+    if vol is None:
+        return 0
+    removed = 0
+    try:
+        for entry in vol.listdir("/"):
+            vol.remove_file(entry.path, recursive=True)
+            removed += 1
+    except Exception as e:
+        raise ModalError(f"cannot clear volume {name!r}: {_describe(e)}") from None
+    return removed
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
