@@ -17,10 +17,16 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from . import catalog
 
@@ -101,7 +107,8 @@ class DeployConfig(BaseSettings):
         description="Modal memory + GPU snapshot of a started, sleeping engine (vLLM sleep mode): later cold "
         "starts restore it instead of loading and compiling again. Uses Modal's experimental GPU snapshots.",
     )
-    extra_vllm_args: list[str] = Field(
+    # NoDecode: from the environment this is shell words (or a JSON list), parsed by the validator below.
+    extra_vllm_args: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra flags appended to `vllm serve`, for what this tool lacks."
     )
 
@@ -153,7 +160,8 @@ class DeployConfig(BaseSettings):
             raise ValueError(f"unknown GPU {name!r}{hint}; choose one of {', '.join(catalog.GPUS)}")
         count = 1
         if count_text:
-            if not count_text.isdigit() or not 1 <= int(count_text) <= catalog.MAX_GPUS_PER_CONTAINER:
+            digits = count_text.isascii() and count_text.isdigit()  # not '²', which int() refuses
+            if not digits or not 1 <= int(count_text) <= catalog.MAX_GPUS_PER_CONTAINER:
                 raise ValueError(
                     f"GPU count {count_text!r} must be a whole number from 1 to "
                     f"{catalog.MAX_GPUS_PER_CONTAINER}, as in H100:2"
@@ -240,10 +248,44 @@ class DeployConfig(BaseSettings):
     @field_validator("extra_vllm_args", mode="before")
     @classmethod
     def _extra_args(cls, v: Any) -> Any:
-        if isinstance(v, str):  # from the environment or a flag: shell words
+        if isinstance(v, str):  # from the environment or a flag: shell words, or a JSON list
+            if v.lstrip().startswith("["):
+                try:
+                    return json.loads(v)
+                except json.JSONDecodeError:
+                    pass
             import shlex
 
-            return shlex.split(v)
+            try:
+                return shlex.split(v)
+            except ValueError as e:  # "No closing quotation"
+                raise ValueError(f"cannot split it into shell words ({e}); check the quotes") from None
+        return v
+
+    @field_validator("extra_vllm_args")
+    @classmethod
+    def _no_key_in_argv(cls, v: list[str]) -> list[str]:
+        # A key on the command line would show in `ps`, logs and `config --command`; it travels in the env.
+        if any(a == "--api-key" or a.startswith("--api-key=") for a in v):
+            raise ValueError(
+                "--api-key does not belong on the command line, where ps, logs and `config` show it; use "
+                "api_key (--api-key / GPT_OSS_API_KEY) locally or api_key_secret on Modal"
+            )
+        return v
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, v: SecretStr | None) -> SecretStr | None:
+        # Never quote the value in these messages: it is a secret.
+        if v is not None:
+            key = v.get_secret_value()
+            if not key:
+                raise ValueError("the key is empty; set a non-empty key or unset it")
+            if any(c.isspace() or not c.isprintable() for c in key) or not key.isascii():
+                raise ValueError(
+                    "the key has spaces, control or non-ASCII characters, which an HTTP header cannot carry; "
+                    "use letters, digits and punctuation only (e.g. `openssl rand -hex 32`)"
+                )
         return v
 
     @model_validator(mode="after")
@@ -257,6 +299,11 @@ class DeployConfig(BaseSettings):
                 )
         if self.public and (self.api_key_secret or self.api_key):
             raise ValueError("public: a public endpoint takes no API key; drop --public or the key")
+        if not self.proxy_auth and not self.public and not self.api_key_secret:
+            raise ValueError(
+                "proxy_auth: turning Modal proxy auth off without api_key_secret leaves the endpoint open; "
+                "set api_key_secret, or ask for an open endpoint explicitly with --public"
+            )
         return self
 
     # --- derived values -------------------------------------------------------------------------------
@@ -306,6 +353,8 @@ def _toml_layer(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read it ({e.strerror}); check the path given with --config") from None
     # Accept both a flat file and one with a [gpt-oss-modal] table; kebab-case keys too.
     data = data.get("gpt-oss-modal", data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: `gpt-oss-modal` must be a table ([gpt-oss-modal]), not a value")
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
