@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
 import typer
+import typer.core
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import catalog
@@ -32,8 +34,34 @@ err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is plain text (pip extras like '[modal]' must survive), never Rich markup.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+# Newer typer releases vendor click as typer._click; their usage errors are that module's classes.
+_click: Any = getattr(typer.core, "_click", None) or __import__("click")
+_NoArgsIsHelp: Any = getattr(_click.exceptions, "NoArgsIsHelpError", ())
+
+
+class _OneLineUsageErrors(typer.core.TyperGroup):
+    """Flag errors that click catches itself (`--max-inputs 1.5`, an unknown option or command) end the same
+    way as a bad config value: one line on stderr and exit code 2, instead of a multi-line usage box."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _NoArgsIsHelp:
+            raise
+        except _click.exceptions.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            message = " ".join(e.format_message().split())
+            err.print(f"[bold red]error:[/] {escape(message)} (see `{escape(where)} --help`)",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+            raise typer.Exit(e.exit_code) from None
+
+
+app.info.cls = _OneLineUsageErrors
 
 
 # --- the shared config flags ----------------------------------------------------------------------------
@@ -388,6 +416,356 @@ def serve(
         server.stop()
         err.print("stopped.", highlight=False)
         raise typer.Exit(0)
+
+
+# --- Modal: deploy, run, stop, logs, url, volumes -------------------------------------------------------
+
+
+def _modal_ready() -> None:
+    """One line and exit 2 when the Modal SDK is missing or has no credentials (checked locally)."""
+    from . import modal_ops
+
+    problem = modal_ops.modal_problem()
+    if problem:
+        fail(problem)
+
+
+def _deployable(cfg: DeployConfig) -> Any:
+    """The plan, or exit 2 with one line saying why this config cannot go to Modal."""
+    from . import modal_ops
+
+    try:
+        return modal_ops.check_deployable(cfg)
+    except ConfigError as e:
+        fail(str(e))
+
+
+def _print_plan(cfg: DeployConfig, p: Any) -> None:
+    """The plan in one line (plus notes), and a warning when nothing guards the endpoint."""
+    from . import modal_ops
+
+    gpus = f"{p.gpu} x{p.gpu_count}" if p.gpu_count > 1 else p.gpu
+    err.print(
+        f"{p.model} on {gpus}: {p.max_model_len:,}-token context, up to {p.max_inputs} requests per "
+        f"container, MXFP4 {p.moe_kernel}, boot {p.boot}, ${p.usd_per_hour:.2f}/hour while a container runs",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for note in p.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    if modal_ops.open_endpoint(cfg):
+        warning = modal_ops.OPEN_ENDPOINT_WARNING
+        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
+def _modal_call(argv: list[str], env: Optional[dict[str, str]] = None) -> None:
+    from . import modal_ops
+
+    rc = modal_ops.call(argv, env)
+    if rc:
+        raise typer.Exit(rc)  # Modal printed why
+
+
+@app.command()
+def deploy(
+    model: ModelOpt = None,
+    gpu: GpuOpt = None,
+    boot: BootOpt = None,
+    fast_boot: FastBootOpt = None,
+    max_model_len: MaxLenOpt = None,
+    max_inputs: MaxInputsOpt = None,
+    scaledown_window: ScaledownOpt = None,
+    gpu_memory_utilization: MemOpt = None,
+    prefix_caching: PrefixOpt = None,
+    dtype: DtypeOpt = None,
+    region: RegionOpt = None,
+    app_name: AppNameOpt = None,
+    vllm_version: VllmOpt = None,
+    public: PublicOpt = None,
+    api_key_secret: KeySecretOpt = None,
+    config_file: ConfigFile = None,
+) -> None:
+    """Deploy a persistent endpoint on Modal (`modal deploy`) and print its URL.
+
+    The config is checked first (does it fit the GPU?) and travels to the container as JSON, so the
+    container runs exactly what `gpt-oss-modal config` shows.
+    """
+    from . import modal_ops
+
+    loaded = resolve(
+        config_file, model=model, gpu=gpu, boot=boot, fast_boot=fast_boot, max_model_len=max_model_len,
+        max_inputs=max_inputs, scaledown_window=scaledown_window,
+        gpu_memory_utilization=gpu_memory_utilization, prefix_caching=prefix_caching, dtype=dtype,
+        region=region, app_name=app_name, vllm_version=vllm_version, public=public,
+        api_key_secret=api_key_secret,
+    )  # fmt: skip
+    cfg = loaded.config
+    p = _deployable(cfg)
+    _modal_ready()
+    _print_plan(cfg, p)
+    _modal_call(modal_ops.deploy_argv(), modal_ops.app_env(cfg))
+    try:
+        url = modal_ops.deployed_url(cfg.app_name)
+    except modal_ops.ModalError as e:
+        fail(f"deployed, but {e}", 1)
+    console.print(url, highlight=False, soft_wrap=True)
+    err.print(
+        f'base URL for the openai client: {url}/v1 (served model `llm`); try: gpt-oss-modal chat "Hello"',
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("run")
+def modal_run(
+    model: ModelOpt = None,
+    gpu: GpuOpt = None,
+    boot: BootOpt = None,
+    fast_boot: FastBootOpt = None,
+    max_model_len: MaxLenOpt = None,
+    max_inputs: MaxInputsOpt = None,
+    scaledown_window: ScaledownOpt = None,
+    gpu_memory_utilization: MemOpt = None,
+    prefix_caching: PrefixOpt = None,
+    dtype: DtypeOpt = None,
+    region: RegionOpt = None,
+    app_name: AppNameOpt = None,
+    vllm_version: VllmOpt = None,
+    public: PublicOpt = None,
+    api_key_secret: KeySecretOpt = None,
+    config_file: ConfigFile = None,
+) -> None:
+    """A temporary server on Modal (`modal run`) and a smoke test: health, a chat completion, a streamed one.
+
+    The app stops when the test ends. A private endpoint needs a proxy auth token in MODAL_KEY and
+    MODAL_SECRET (create one at modal.com/settings/proxy-auth-tokens).
+    """
+    import os
+
+    from . import modal_ops
+
+    loaded = resolve(
+        config_file, model=model, gpu=gpu, boot=boot, fast_boot=fast_boot, max_model_len=max_model_len,
+        max_inputs=max_inputs, scaledown_window=scaledown_window,
+        gpu_memory_utilization=gpu_memory_utilization, prefix_caching=prefix_caching, dtype=dtype,
+        region=region, app_name=app_name, vllm_version=vllm_version, public=public,
+        api_key_secret=api_key_secret,
+    )  # fmt: skip
+    cfg = loaded.config
+    p = _deployable(cfg)
+    _modal_ready()
+    _print_plan(cfg, p)
+    # Checked here too (the entrypoint checks again) so that a missing token costs no image build.
+    key, secret = modal_ops.proxy_credentials()
+    if cfg.requires_proxy_auth and not (key and secret):
+        fail(
+            "the smoke test needs a Modal proxy auth token for the private endpoint: create one at "
+            "modal.com/settings/proxy-auth-tokens and set MODAL_KEY=wk-... and MODAL_SECRET=ws-..."
+        )
+    if cfg.api_key_secret and not (os.environ.get("VLLM_API_KEY") or os.environ.get("GPT_OSS_API_KEY")):
+        fail(
+            f"the smoke test needs the key in Secret {cfg.api_key_secret!r}: "
+            "set VLLM_API_KEY to the same value"
+        )
+    _modal_call(modal_ops.run_argv(), modal_ops.app_env(cfg))
+
+
+@app.command()
+def stop(
+    app_name: AppNameOpt = None,
+    config_file: ConfigFile = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Stop the deployed app and its containers (`modal app stop`); the cache volumes stay."""
+    from . import modal_ops
+
+    cfg = resolve(config_file, app_name=app_name).config
+    _modal_ready()
+    _modal_call(modal_ops.stop_argv(cfg.app_name, yes=yes))
+
+
+@app.command()
+def logs(
+    app_name: AppNameOpt = None,
+    config_file: ConfigFile = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the app stops.")] = False,
+    tail: Annotated[Optional[int], typer.Option("--tail", "-n", help="Show only the last N entries.")] = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="Start of the range: 2h, 30m...")] = None,
+) -> None:
+    """The deployed app's logs, vLLM's start-up included (`modal app logs`)."""
+    from . import modal_ops
+
+    cfg = resolve(config_file, app_name=app_name).config
+    _modal_ready()
+    _modal_call(modal_ops.logs_argv(cfg.app_name, follow=follow, tail=tail, since=since))
+
+
+@app.command()
+def url(app_name: AppNameOpt = None, config_file: ConfigFile = None) -> None:
+    """The deployed endpoint's URL (add /v1 for the openai client)."""
+    from . import modal_ops
+
+    cfg = resolve(config_file, app_name=app_name).config
+    _modal_ready()
+    try:
+        console.print(modal_ops.deployed_url(cfg.app_name), highlight=False, soft_wrap=True)
+    except modal_ops.ModalError as e:
+        fail(str(e), 1)
+
+
+volumes_app = typer.Typer(help="The cache volumes (model weights, compiled kernels).", no_args_is_help=True)
+app.add_typer(volumes_app, name="volumes")
+
+
+@volumes_app.command("list")
+def volumes_list(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """The two cache volumes, their mount paths, files and sizes."""
+    from . import modal_ops
+
+    _modal_ready()
+    try:
+        usage = modal_ops.volume_usage()
+    except modal_ops.ModalError as e:
+        fail(str(e), 1)
+    if as_json:
+        print(json.dumps([u.__dict__ for u in usage], indent=2))
+        return
+    t = Table(title="cache volumes", title_justify="left")
+    for col in ("volume", "mounted at", "files", "size"):
+        t.add_column(col)
+    for u in usage:
+        if u.exists:
+            t.add_row(u.name, u.mount_path, f"{u.files:,}", modal_ops.human_bytes(u.bytes))
+        else:
+            t.add_row(u.name, u.mount_path, "-", "not created yet")
+    console.print(t)
+
+
+@volumes_app.command("clear")
+def volumes_clear(
+    name: Annotated[str, typer.Argument(help="huggingface-cache or vllm-cache.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete everything in a cache volume: the next cold start downloads or compiles again."""
+    from . import modal_ops
+
+    names = [n for n, _ in modal_ops.cache_volumes()]
+    if name not in names:
+        fail(f"{name!r} is not a cache volume; choose {' or '.join(names)}")
+    _modal_ready()
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(f"clearing {name} needs confirmation: pass --yes")
+        typer.confirm(f"Delete everything in volume {name}?", abort=True, err=True)
+    try:
+        removed = modal_ops.clear_volume(name)
+    except modal_ops.ModalError as e:
+        fail(str(e), 1)
+    err.print(f"cleared {name} ({removed} top-level entries removed)", highlight=False)
+
+
+# --- chat -----------------------------------------------------------------------------------------------
+
+
+@app.command()
+def chat(
+    prompt: Annotated[Optional[str], typer.Argument(help="One message; none: an interactive chat.")] = None,
+    base_url: Annotated[
+        Optional[str],
+        typer.Option("--base-url", envvar="GPT_OSS_URL", help="OpenAI-compatible server (default: Modal)."),
+    ] = None,
+    api_key: Annotated[
+        Optional[str], typer.Option("--api-key", envvar="GPT_OSS_API_KEY", help="Bearer key for the server.")
+    ] = None,
+    modal_key: Annotated[
+        Optional[str], typer.Option("--modal-key", envvar="MODAL_KEY", help="Modal proxy auth token id.")
+    ] = None,
+    modal_secret: Annotated[
+        Optional[str], typer.Option("--modal-secret", envvar="MODAL_SECRET", help="Modal proxy auth secret.")
+    ] = None,
+    system: Annotated[Optional[str], typer.Option("--system", help="System message.")] = None,
+    reasoning_effort: Annotated[
+        Optional[str], typer.Option("--reasoning-effort", help="low, medium or high.")
+    ] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Longest reply (tokens).")] = None,
+    served_model_name: Annotated[
+        str, typer.Option("--served-model-name", help="Model name to send.")
+    ] = "llm",
+    app_name: AppNameOpt = None,
+    config_file: ConfigFile = None,
+) -> None:
+    """Talk to the model: streams the reply, with its reasoning dimmed (on stderr).
+
+    Default server: the deployed app (its URL looked up on Modal); --base-url for any other.
+    """
+    import openai
+
+    from . import client
+
+    if reasoning_effort is not None and reasoning_effort not in ("low", "medium", "high"):
+        fail(f"--reasoning-effort {reasoning_effort!r}: choose low, medium or high")
+    if not base_url:
+        from . import modal_ops
+
+        cfg = resolve(config_file, app_name=app_name).config
+        _modal_ready()
+        try:
+            base_url = modal_ops.deployed_url(cfg.app_name)
+        except modal_ops.ModalError as e:
+            fail(f"{e} (or pass --base-url)", 1)
+    try:
+        oai = client.openai_client(base_url, api_key=api_key, modal_key=modal_key, modal_secret=modal_secret)
+    except ValueError as e:
+        fail(str(e))
+    messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    in_reasoning = [False]
+
+    def show_reasoning(piece: str) -> None:
+        in_reasoning[0] = True
+        err.print(piece, end="", style="dim", markup=False, highlight=False, soft_wrap=True)
+
+    def show_content(piece: str) -> None:
+        if in_reasoning[0]:
+            err.print()
+            in_reasoning[0] = False
+        console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
+
+    def turn(text: str) -> None:
+        messages.append({"role": "user", "content": text})
+        try:
+            reply = client.stream_chat(
+                oai, messages, model=served_model_name, reasoning_effort=reasoning_effort,
+                max_tokens=max_tokens, on_reasoning=show_reasoning, on_content=show_content,
+            )  # fmt: skip
+        except openai.APIConnectionError as e:
+            fail(f"cannot reach {client.v1_url(base_url)}: {e.__cause__ or e}", 1)
+        except openai.APIStatusError as e:
+            body = " ".join(str(e).split())[:300]
+            hint = ""
+            if e.status_code in (401, 403):
+                sent = client.auth_headers(api_key=api_key, modal_key=modal_key, modal_secret=modal_secret)
+                hint = "; " + client.auth_hint(body, sent)
+            fail(f"the server answered {e.status_code}: {body}{hint}", 1)
+        console.print()
+        if reply.finish_reason == "length":
+            err.print("[yellow](cut off at the token limit: raise --max-tokens)[/]", highlight=False)
+        # Earlier turns' reasoning is not sent back: gpt-oss expects only the final answers in the history.
+        messages.append({"role": "assistant", "content": reply.content})
+
+    if prompt is not None:
+        turn(prompt)
+        return
+    err.print(f"chatting with {client.v1_url(base_url)}; Ctrl-D to quit", highlight=False, style="dim")
+    while True:
+        try:
+            text = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            err.print()
+            return
+        if text.strip() in ("/exit", "/quit", "exit", "quit"):
+            return
+        if text.strip():
+            turn(text)
 
 
 def main() -> None:  # pragma: no cover - console entry
