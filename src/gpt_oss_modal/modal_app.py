@@ -12,17 +12,21 @@ Nothing here writes a vLLM flag: `engine.build_command` is the one place that do
 the local runners alike.
 """
 
+import json
 import os
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
 import modal
 
 import gpt_oss_modal
-from gpt_oss_modal import engine, modal_ops
-from gpt_oss_modal.config import CONFIG_JSON_ENV, load_config
+from gpt_oss_modal import auth, engine, modal_ops
+from gpt_oss_modal.config import CONFIG_JSON_ENV, SERVED_MODEL_NAME, load_config
 
 MINUTES = 60  # seconds
 
@@ -94,9 +98,9 @@ if modal.is_local() and modal_ops.open_endpoint(cfg) and CONFIG_JSON_ENV not in 
 
 # ## The server
 #
-# One function, one container per replica: `serve` starts vLLM in the background and returns; Modal then
-# waits (up to the startup timeout: weights download + compile on a cold start) for the port to accept
-# connections, and routes HTTP requests to it from then on.
+# One container per replica runs one `vllm serve`; Modal waits (up to the startup timeout: weights
+# download + compile on a cold start) for its port to accept connections, and routes HTTP requests to it
+# from then on. Every replica, whichever of the two shapes below it takes, gets the same settings:
 #
 # - `gpu`: a Modal GPU string such as `H100` or `H100:2`; the count is vLLM's tensor-parallel size.
 # - `@modal.concurrent(max_inputs=...)`: requests one container takes at once, equal to vLLM's
@@ -109,6 +113,22 @@ if modal.is_local() and modal_ops.open_endpoint(cfg) and CONFIG_JSON_ENV not in 
 
 app = modal.App(cfg.app_name, include_source=False)
 
+container = {
+    "image": image,
+    "gpu": cfg.gpu,
+    "scaledown_window": cfg.scaledown_window,
+    "timeout": cfg.timeout,
+    "startup_timeout": cfg.effective_startup_timeout(),
+    "volumes": {engine.HF_CACHE_DIR: hf_cache, engine.VLLM_CACHE_DIR: vllm_cache},
+    "secrets": secrets,
+    "region": cfg.region,
+}
+web_server = {
+    "port": cfg.port,
+    "startup_timeout": cfg.effective_startup_timeout(),
+    "requires_proxy_auth": cfg.requires_proxy_auth,
+}
+
 
 def engine_env(base: Mapping[str, str]) -> dict[str, str]:
     """The engine's environment: the container's, plus build_command's, plus the package on PYTHONPATH."""
@@ -117,28 +137,115 @@ def engine_env(base: Mapping[str, str]) -> dict[str, str]:
     return {**base, **command.env, "PYTHONPATH": pythonpath}
 
 
-@app.function(
-    image=image,
-    gpu=cfg.gpu,
-    scaledown_window=cfg.scaledown_window,
-    timeout=cfg.timeout,
-    startup_timeout=cfg.effective_startup_timeout(),
-    volumes={engine.HF_CACHE_DIR: hf_cache, engine.VLLM_CACHE_DIR: vllm_cache},
-    secrets=secrets,
-    region=cfg.region,
-)
-@modal.concurrent(max_inputs=cfg.max_inputs)
-@modal.web_server(
-    port=cfg.port,
-    startup_timeout=cfg.effective_startup_timeout(),
-    requires_proxy_auth=cfg.requires_proxy_auth,
-)
-def serve() -> None:
+def start_engine() -> subprocess.Popen:
     # The image already has command.env; merging it again keeps build_command the authority even if a
     # Secret set one of the same names. VLLM_API_KEY, when configured, arrives through os.environ from
     # its Secret. vLLM loads our bearer-key middleware (gpt_oss_modal.auth) by import path, and the
     # `vllm` console script does not see the directory Modal mounted the package in: put it on PYTHONPATH.
-    subprocess.Popen(command.argv, env=engine_env(os.environ))
+    return subprocess.Popen(command.argv, env=engine_env(os.environ))
+
+
+# ### Without snapshots: a function
+#
+# `serve` starts vLLM in the background and returns; Modal does the waiting. Every cold start pays the
+# whole start-up: weights from the volume into the GPU, torch.compile (mostly from the cache volume),
+# CUDA-graph capture (docs/cold-start.md has the arithmetic).
+
+if not cfg.snapshot:
+
+    @app.function(**container)
+    @modal.concurrent(max_inputs=cfg.max_inputs)
+    @modal.web_server(**web_server)
+    def serve() -> None:
+        start_engine()
+
+
+# ### With snapshots: a class that starts once, sleeps, and is restored from then on
+#
+# `snapshot = true` asks Modal for a memory snapshot that includes the GPU's memory (an alpha feature:
+# `experimental_options={"enable_gpu_snapshot": True}`), taken after the `@modal.enter(snap=True)` hook
+# returns. That hook does the whole expensive start once: starts vLLM, waits for /health, sends one
+# request so that every lazy initialisation has run, then puts the engine to sleep (`POST /sleep?level=1`:
+# the weights move to CPU memory and the KV cache is freed, so the snapshot holds a few GiB of GPU
+# memory, not all of it). Later cold starts restore that state instead, and the `snap=False` hook only
+# wakes the engine (`POST /wake_up`: the weights go back to the GPU, the KV cache is allocated again).
+# build_command added `--enable-sleep-mode` and VLLM_SERVER_DEV_MODE=1, which enables those two routes.
+#
+# Modal snapshots deployed apps only: under `modal run` both hooks run on every start. The bearer-key
+# middleware guards /sleep and /wake_up like every other route, so the hooks send the key too.
+
+ENGINE_URL = f"http://127.0.0.1:{cfg.port}"
+WARM_UP_PROMPT = "Say hello in one short sentence."
+WAKE_TIMEOUT = 5 * MINUTES  # weights back from CPU memory: seconds, not minutes
+
+
+def engine_request(method: str, path: str, body: dict | None = None, timeout: float = 5 * MINUTES) -> bytes:
+    """One request to the engine inside this container, with the bearer key when one is configured."""
+    headers = {"Content-Type": "application/json"}
+    key = os.environ.get(auth.ENV_VAR)
+    if cfg.api_key_secret and key:
+        headers["Authorization"] = f"Bearer {key}"
+    data = json.dumps(body).encode() if body is not None else b"" if method == "POST" else None
+    request = urllib.request.Request(ENGINE_URL + path, data=data, headers=headers, method=method)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.read()
+
+
+def wait_ready(process: subprocess.Popen, timeout: float) -> None:
+    """Poll /health until the engine answers 200; fail at once if it exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"vLLM exited with code {process.returncode} before it was ready")
+        try:
+            engine_request("GET", "/health", timeout=5)
+            return
+        except (urllib.error.URLError, OSError):
+            time.sleep(1)
+    raise TimeoutError(f"vLLM was not healthy within {timeout:.0f} s")
+
+
+def warm_up() -> None:
+    engine_request(
+        "POST",
+        "/v1/chat/completions",
+        {
+            "model": SERVED_MODEL_NAME,
+            "messages": [{"role": "user", "content": WARM_UP_PROMPT}],
+            "max_tokens": 16,
+        },
+    )
+
+
+if cfg.snapshot:
+
+    @app.cls(**container, enable_memory_snapshot=True, experimental_options={"enable_gpu_snapshot": True})
+    @modal.concurrent(max_inputs=cfg.max_inputs)
+    class Server:
+        @modal.enter(snap=True)
+        def start(self) -> None:
+            self.engine = start_engine()
+            wait_ready(self.engine, timeout=cfg.effective_startup_timeout())
+            warm_up()
+            engine_request("POST", "/sleep?level=1")
+
+        @modal.enter(snap=False)
+        def wake_up(self) -> None:
+            engine_request("POST", "/wake_up")
+            wait_ready(self.engine, timeout=WAKE_TIMEOUT)
+
+        @modal.web_server(**web_server)
+        def serve(self) -> None:
+            pass  # the engine is already listening: the enter hooks started (or woke) it
+
+        @modal.exit()
+        def stop(self) -> None:
+            self.engine.terminate()
+
+
+def web_endpoint() -> modal.Function:
+    """The web endpoint of whichever shape this config deploys (for `get_web_url`)."""
+    return Server().serve if cfg.snapshot else serve
 
 
 # ## `modal run`: a temporary server and a smoke test
@@ -172,7 +279,7 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    url = serve.get_web_url()
+    url = web_endpoint().get_web_url()
     gpus = f"{plan.gpu} x{plan.gpu_count}" if plan.gpu_count > 1 else plan.gpu
     print(f"{cfg.model} on {gpus}, {plan.max_model_len:,}-token context, boot {cfg.boot}: {url}", flush=True)
 

@@ -21,6 +21,9 @@ from .config import CONFIG_JSON_ENV, ConfigError, DeployConfig
 
 APP_MODULE = "gpt_oss_modal.modal_app"
 SERVE_FUNCTION = "serve"  # the web function's name in the app, part of its URL
+# With `snapshot = true` the endpoint is the method `serve` of this class instead (a class, because only
+# classes have the @modal.enter(snap=...) hooks that start the engine before the snapshot and wake it after).
+SERVER_CLASS = "Server"
 ENTRYPOINT = "main"  # the local entrypoint `modal run` calls: wait for /health, smoke test
 
 # The Volumes that keep weights and compiled kernels between containers, and where they are mounted
@@ -85,10 +88,6 @@ def check_deployable(cfg: DeployConfig) -> planner.Plan:
             "model: `tiny` runs on the local CPU engine only (gpt-oss-modal serve --local); "
             "deploy openai/gpt-oss-20b or openai/gpt-oss-120b to Modal"
         )
-    if cfg.snapshot:
-        # engine.build_command supports sleep mode, but the Modal side of GPU snapshots (a class whose
-        # @modal.enter(snap=True) starts, warms and sleeps the engine) is not written yet.
-        raise ConfigError("snapshot: GPU snapshots are not available in the Modal app yet; unset snapshot")
     return planner.require_fit(cfg)
 
 
@@ -163,21 +162,35 @@ def _describe(e: Exception) -> str:
 
 
 def deployed_url(app_name: str) -> str:
-    """The URL of the deployed app's endpoint (Modal assigns it: <workspace>--<app>-serve.modal.run)."""
+    """The URL of the deployed app's endpoint (Modal assigns it: <workspace>--<app>-serve.modal.run).
+
+    The endpoint is the function `serve`, or, for an app deployed with `snapshot = true`, the method
+    `Server.serve`; both are tried, so the URL is found whatever the local config says now.
+    """
     require_modal()
     import modal
     from modal.exception import AuthError, NotFoundError
 
-    try:
-        url = modal.Function.from_name(app_name, SERVE_FUNCTION).get_web_url()
-    except NotFoundError:
+    lookups = (
+        lambda: modal.Function.from_name(app_name, SERVE_FUNCTION),
+        lambda: getattr(modal.Cls.from_name(app_name, SERVER_CLASS)(), SERVE_FUNCTION),
+    )
+    url = None
+    for lookup in lookups:
+        try:
+            url = lookup().get_web_url()
+            break
+        except NotFoundError:
+            continue
+        except AuthError as e:
+            raise ModalError(f"Modal rejected the credentials ({_describe(e)}); run `modal setup`") from None
+        except Exception as e:
+            raise ModalError(f"cannot look up app {app_name!r} on Modal: {_describe(e)}") from None
+    else:
         raise ModalError(
-            f"app {app_name!r} is not deployed (no function {SERVE_FUNCTION!r}): run `gpt-oss-modal deploy`"
-        ) from None
-    except AuthError as e:
-        raise ModalError(f"Modal rejected the credentials ({_describe(e)}); run `modal setup`") from None
-    except Exception as e:
-        raise ModalError(f"cannot look up app {app_name!r} on Modal: {_describe(e)}") from None
+            f"app {app_name!r} is not deployed (no function {SERVE_FUNCTION!r} nor class "
+            f"{SERVER_CLASS!r}): run `gpt-oss-modal deploy`"
+        )
     if not url:
         raise ModalError(f"app {app_name!r} has no web endpoint")
     return url
