@@ -68,7 +68,8 @@ def test_command_for_every_model_gpu_and_mode(cfg: DeployConfig) -> None:
         assert "--enforce-eager" not in argv
         cc = json.loads(flag(argv, "--compilation-config"))
         sizes = cc["cudagraph_capture_sizes"]
-        assert max(sizes) == cfg.max_inputs  # every batch the container admits has a graph, no more
+        assert cfg.max_inputs in sizes  # every decode batch the container admits has a graph
+        assert max(sizes) <= 2048 and len(sizes) <= 20  # not vLLM's 83 sizes up to 512, captured twice
 
     assert cmd.env["HF_HOME"] == HF_CACHE_DIR
     assert cmd.env["VLLM_CACHE_ROOT"] == VLLM_CACHE_DIR
@@ -88,7 +89,9 @@ def test_explicit_context_and_concurrency_are_passed_through() -> None:
     assert flag(argv, "--max-model-len") == "16384"
     assert flag(argv, "--max-num-seqs") == "8"
     assert "--no-enable-prefix-caching" in argv
-    assert json.loads(flag(argv, "--compilation-config"))["cudagraph_capture_sizes"] == [1, 2, 4, 8]
+    assert json.loads(flag(argv, "--compilation-config"))["cudagraph_capture_sizes"] == [
+        1, 2, 4, 8, 128, 256, 512, 1024, 2048
+    ]
 
 
 def test_context_that_does_not_fit_is_refused_before_anything_starts() -> None:
@@ -130,9 +133,17 @@ def test_tiny_model_has_no_gpu_command() -> None:
 def test_capture_sizes_cover_every_batch_up_to_max_inputs(max_inputs: int) -> None:
     sizes = cudagraph_capture_sizes(max_inputs)
     assert sizes == sorted(set(sizes))
-    assert sizes[0] == 1 and sizes[-1] == max_inputs
-    # Gaps stay small so padding a batch to the next captured size wastes little.
-    assert all(b - a <= 8 for a, b in zip(sizes, sizes[1:]))
+    decode = [s for s in sizes if s <= max_inputs]
+    assert decode[0] == 1 and decode[-1] == max_inputs
+    # Gaps stay small so padding a decode batch to the next captured size wastes little.
+    assert all(b - a <= 8 for a, b in zip(decode, decode[1:]))
+    # Prompt-sized graphs above the decode range, as measured in docs/performance.md.
+    assert [s for s in sizes if s > max_inputs] == [s for s in (128, 256, 512, 1024, 2048) if s > max_inputs]
+
+
+def test_default_capture_sizes_are_the_measured_ones() -> None:
+    assert cudagraph_capture_sizes(32) == [1, 2, 4, 8, 16, 24, 32, 128, 256, 512, 1024, 2048]
+    assert cudagraph_capture_sizes(64) == [1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64, 128, 256, 512, 1024, 2048]
 
 
 def test_shell_line_is_copy_pasteable() -> None:

@@ -42,14 +42,21 @@ class EngineCommand:
         return f"{env} {shlex.join(self.argv)}".strip()
 
 
-def cudagraph_capture_sizes(max_inputs: int) -> list[int]:
-    """CUDA-graph batch sizes covering 1..max_inputs running requests.
+# Prompt-sized graphs: without them a 1k-token prompt runs eagerly and time to first token triples, which
+# cost 14% of single-stream throughput on the H100 (docs/performance.md, modes c and c').
+PREFILL_CAPTURE_SIZES = (128, 256, 512, 1024, 2048)
 
-    vLLM pads a decode batch up to the next captured size, so these must reach max_inputs; capturing
-    beyond it (vLLM's default goes to 512, twice: ~90 s on an H100) only costs start-up time.
+
+def cudagraph_capture_sizes(max_inputs: int) -> list[int]:
+    """CUDA-graph batch sizes (in tokens): every decode batch up to max_inputs, plus five prefill sizes.
+
+    vLLM pads a batch up to the next captured size, so the decode sizes must reach max_inputs; vLLM's
+    default goes on to 512, twice over (166 graphs, ~100 s on an H100). These 12-16 graphs take ~22 s
+    and serve as fast as the default at concurrency 1 and 64 (measured: docs/performance.md).
     """
     sizes = [s for s in (1, 2, 4) if s < max_inputs]
     sizes += list(range(8, max_inputs, 8))
+    sizes += [s for s in PREFILL_CAPTURE_SIZES if s > max_inputs]
     return sorted(set(sizes) | {max_inputs})
 
 
