@@ -101,6 +101,32 @@ def test_stop_escalates_to_sigkill_for_the_whole_group(tmp_path: Path) -> None:
     assert lo.group_processes(server.pgid) == []
 
 
+def test_engine_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    # Killed before it could stop() (SIGKILL, OOM killer): the engine must not outlive its parent.
+    parent = f"""
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_local import make
+server = make(Path({str(tmp_path)!r}), "serve").start()
+server.wait_ready(30)
+print(server.pgid, flush=True)
+time.sleep(600)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    try:
+        pgid = int(proc.stdout.readline())
+        assert lo.group_processes(pgid)
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while lo.group_processes(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert lo.group_processes(pgid) == []
+    finally:
+        proc.kill()
+
+
 def test_port_taken_is_a_clear_error_before_anything_starts(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -306,7 +306,7 @@ class LocalServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() ends the engine core with it
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=_pdeathsig(),  # and it dies with us, should we be killed before stop()
         )
         self.pgid = self.proc.pid
         _live.add(self)
@@ -423,15 +423,26 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the engine gets SIGTERM if the process that started it dies (even by SIGKILL)."""
+def _pdeathsig() -> Callable[[], None] | None:
+    """Linux: a preexec_fn giving the engine SIGTERM when the thread that started it dies (even by SIGKILL).
+
+    libc is loaded here, in the parent: between fork and exec the child may only call the prepared
+    function (an import there could deadlock on a lock another thread of the parent held at fork time).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+
+    def set_pdeathsig() -> None:  # pragma: no cover - runs in the child
+        prctl(pr_set_pdeathsig, sigterm)
+
+    return set_pdeathsig
 
 
 # Servers still running when the interpreter exits are stopped.
