@@ -386,6 +386,8 @@ def serve(
     def _interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    # Both stop the engine; SIGINT explicitly too, since a shell starts background jobs with it ignored.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     server = lo.LocalServer(cfg, target=target)
     try:
