@@ -171,6 +171,23 @@ def test_normalize_base_url() -> None:
         b.normalize_base_url("x.modal.run")
 
 
+def test_infer_model_from_the_servers_root(tmp_path: Path) -> None:
+    assert b.infer_model("openai/gpt-oss-120b") == "openai/gpt-oss-120b"
+    assert b.infer_model("meta-llama/Llama-3-8B") is None and b.infer_model(None) is None
+    m20 = catalog.MODELS["openai/gpt-oss-20b"]
+    for name, cfg, want in (
+        ("real", {"model_type": "gpt_oss", "num_hidden_layers": m20.num_layers,
+                  "num_local_experts": m20.num_experts, "hidden_size": 2880}, m20.id),
+        ("tiny", {"model_type": "gpt_oss", "num_hidden_layers": 4, "num_local_experts": 4, "hidden_size": 64},
+         catalog.TINY),
+        ("llama", {"model_type": "llama", "num_hidden_layers": 4, "hidden_size": 64}, None),
+    ):  # fmt: skip
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(cfg))
+        assert b.infer_model(str(tmp_path / name)) == want, name
+    assert b.infer_model(str(tmp_path)) is None  # a directory without config.json
+
+
 # --- workload -------------------------------------------------------------------------------------------
 
 
@@ -429,6 +446,25 @@ def test_cli_bench_against_fake_server(tokenizer_file: Path, tmp_path: Path) -> 
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     assert s.headers[-1]["Modal-Key"] == "wk-x" and s.headers[-1]["Modal-Secret"] == "ws-y"
     assert "concurrency 2" in r.stderr  # the progress bars
+
+
+def test_cli_bench_prices_tiny_only_when_asked(tokenizer_file: Path, tmp_path: Path) -> None:
+    common = ("bench", "--tokenizer", str(tokenizer_file), "-c", "1", "-n", "2", "--input-len", "8",
+              "--output-len", "3", "--json")  # fmt: skip
+    with FakeServer() as s:
+        tiny = cli(*common, "--url", s.url, "--model", "tiny", cwd=tmp_path)
+        priced = cli(*common, "--url", s.url, "--model", "tiny", "--gpu", "L4", cwd=tmp_path)
+        default = cli(*common, "--url", s.url, cwd=tmp_path)  # the server's root says nothing: config's model
+    for r in (tiny, priced, default):
+        assert r.returncode == 0, r.stderr
+    assert (
+        json.loads(tiny.stdout)["gpu"] is None
+        and json.loads(tiny.stdout)["levels"][0]["usd_per_m_output_tokens"] is None
+    )
+    assert json.loads(priced.stdout)["gpu"]["name"] == "L4"
+    assert json.loads(priced.stdout)["levels"][0]["usd_per_m_output_tokens"] > 0
+    d = json.loads(default.stdout)
+    assert d["model"] == "openai/gpt-oss-20b" and d["gpu"]["name"] == "H100"
 
 
 @pytest.mark.parametrize(

@@ -792,7 +792,9 @@ class Options:
     modal_key: str | None = None
     modal_secret: str | None = None
     model: str | None = None  # the GPT-OSS model behind the URL (catalog id or "tiny")
-    gpu: GpuPrice | None = None
+    model_explicit: bool = True  # False: the config's default, and the server may say better
+    gpu: GpuPrice | None = None  # the price of the GPU(s) behind the URL
+    gpu_explicit: bool = True  # False: the config's default, which says nothing about a local tiny server
     percentiles: str = "50,90,99"
     out: Path | None = None
     plot: Path | None = None
@@ -821,6 +823,27 @@ def model_root(target: Target) -> tuple[str | None, str | None]:
     if not data:
         return None, None
     return data[0].get("id"), data[0].get("root")
+
+
+def infer_model(root: str | None) -> str | None:
+    """Which catalog model (or `tiny`) a server runs, from the `root` it reports at /v1/models: a Hugging Face
+    id, or a local checkpoint whose config.json has a catalog model's shape; None when it cannot tell."""
+    if not root:
+        return None
+    p = Path(root)
+    if not p.is_dir():
+        resolved = catalog.resolve_model_id(root)
+        return resolved if resolved in catalog.MODELS else None
+    try:
+        cfg = json.loads((p / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if cfg.get("model_type") != "gpt_oss":
+        return None
+    for m in catalog.MODELS.values():
+        if cfg.get("num_hidden_layers") == m.num_layers and cfg.get("num_local_experts") == m.num_experts:
+            return m.id
+    return catalog.TINY if cfg.get("hidden_size", 1 << 20) < 1024 else None
 
 
 def default_tokenizer(model: str | None, root: str | None) -> str:
@@ -865,7 +888,10 @@ def run_command(opts: Options, console: Any, err: Any) -> dict[str, Any]:
     served, root = model_root(target)
     if not target.model:
         target.model = served or "llm"
-    tok_name = opts.tokenizer or default_tokenizer(opts.model, root)
+    model = opts.model if opts.model_explicit else (infer_model(root) or opts.model)
+    # No price for the tiny CPU model, unless --gpu (or the config) names the GPU to price it at.
+    gpu = opts.gpu if opts.gpu_explicit or model != catalog.TINY else None
+    tok_name = opts.tokenizer or default_tokenizer(model, root)
     tok = load_tokenizer(tok_name)
     workload = Workload(
         input_len=opts.input_len,
@@ -884,6 +910,7 @@ def run_command(opts: Options, console: Any, err: Any) -> dict[str, Any]:
         TimeElapsedColumn(),
         console=err,
         transient=False,
+        refresh_per_second=4,  # the client shares the CPU with what it measures when the server is local
     )
     with progress:
         result = sweep(
@@ -892,8 +919,8 @@ def run_command(opts: Options, console: Any, err: Any) -> dict[str, Any]:
             levels,
             workload,
             percentiles=percentiles,
-            gpu=opts.gpu,
-            model=opts.model,
+            gpu=gpu,
+            model=model,
             progress=progress,
             include_requests=opts.save_requests,
         )
@@ -936,10 +963,10 @@ def run_command(opts: Options, console: Any, err: Any) -> dict[str, Any]:
             f(lv["usd_per_m_output_tokens"], 2),
         )  # fmt: skip
     show.print(t)
-    if opts.gpu is not None:
+    if gpu is not None:
         show.print(
-            f"$/M out: {opts.gpu.name} x{opts.gpu.count} at ${opts.gpu.usd_per_hour:.4f}/GPU-hour "
-            f"(Modal list price, {opts.gpu.price_date}), kept busy at the measured output rate.",
+            f"$/M out: {gpu.name} x{gpu.count} at ${gpu.usd_per_hour:.4f}/GPU-hour "
+            f"(Modal list price, {gpu.price_date}), kept busy at the measured output rate.",
             highlight=False,
         )
     for lv in result["levels"]:

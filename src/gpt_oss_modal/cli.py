@@ -322,9 +322,7 @@ def bench(
 
     loaded = resolve(config_file, model=model, gpu=gpu)
     cfg = loaded.config
-    price = None
-    if cfg.model != catalog.TINY or loaded.sources.get("gpu") != "default":
-        price = b.GpuPrice(cfg.gpu_type.name, cfg.gpu_count, cfg.gpu_type.usd_per_hour)
+    price = b.GpuPrice(cfg.gpu_type.name, cfg.gpu_count, cfg.gpu_type.usd_per_hour)
     if not url:
         fail("no server to benchmark: pass --url (or set GPT_OSS_URL), e.g. the URL `deploy` printed")
     opts = b.Options(
@@ -332,6 +330,8 @@ def bench(
         output_len=output_len, random_range_ratio=random_range_ratio, seed=seed, warmup=warmup,
         endpoint=endpoint, served_model_name=served_model_name, tokenizer=tokenizer, ignore_eos=ignore_eos,
         api_key=api_key, modal_key=modal_key, modal_secret=modal_secret, model=cfg.model, gpu=price,
+        model_explicit=loaded.sources.get("model") != "default",
+        gpu_explicit=loaded.sources.get("gpu") != "default",
         percentiles=percentiles, out=out, plot=plot, as_json=as_json, save_requests=save_requests,
         request_timeout=request_timeout,
     )  # fmt: skip
