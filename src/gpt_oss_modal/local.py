@@ -284,7 +284,10 @@ class LocalServer:
         model_path = None
         max_model_len = None
         if self.target == "local-cpu":
-            ckpt = self._checkpoint or tiny_checkpoint(scripted=True)
+            try:
+                ckpt = self._checkpoint or tiny_checkpoint(scripted=True)
+            except (OSError, RuntimeError, ImportError) as e:  # no vocabulary (TokenizerError), no disk...
+                raise LocalServerError(f"cannot prepare the tiny checkpoint: {e}") from e
             model_path, max_model_len = str(ckpt.path), ckpt.max_model_len
             env_extra |= ckpt.env
         self.command = build_command(
