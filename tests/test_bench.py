@@ -304,12 +304,17 @@ def server() -> Iterator[FakeServer]:
         yield s
 
 
-def test_send_request_counts_tokens_and_gaps(server: FakeServer) -> None:
-    import httpx
+CLIENTS = [
+    "httpx",
+    pytest.param("aiohttp", marks=pytest.mark.skipif(not b.aiohttp_available(), reason="aiohttp")),
+]
 
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_send_request_counts_tokens_and_gaps(server: FakeServer, client: str) -> None:
     async def go() -> b.RequestRecord:
-        async with httpx.AsyncClient() as c:
-            return await b.send_request(c, b.Target(server.url, "llm"), b.Prompt(" a b c", 3, 12))
+        async with b.Session(1, 60, client) as s:  # type: ignore[arg-type]
+            return await b.send_request(s, b.Target(server.url, "llm"), b.Prompt(" a b c", 3, 12))
 
     r = asyncio.run(go())
     assert r.success and r.error == ""
@@ -319,13 +324,12 @@ def test_send_request_counts_tokens_and_gaps(server: FakeServer) -> None:
     assert server.bodies[0]["max_tokens"] == 12 and server.bodies[0]["model"] == "llm"
 
 
-def test_without_usage_the_tokenizer_counts_the_reply() -> None:
-    import httpx
-
+@pytest.mark.parametrize("client", CLIENTS)
+def test_without_usage_the_tokenizer_counts_the_reply(client: str) -> None:
     async def go(url: str) -> b.RequestRecord:
-        async with httpx.AsyncClient() as c:
+        async with b.Session(1, 60, client) as s:  # type: ignore[arg-type]
             return await b.send_request(
-                c, b.Target(url, "llm"), b.Prompt("x", 1, 5), count_tokens=lambda s: 99
+                s, b.Target(url, "llm"), b.Prompt("x", 1, 5), count_tokens=lambda _: 99
             )
 
     with FakeServer(with_usage=False) as s:
@@ -333,13 +337,15 @@ def test_without_usage_the_tokenizer_counts_the_reply() -> None:
     assert r.success and r.output_tokens == 99 and r.prompt_len == 1
 
 
-def test_sweep_counts_errors_and_writes_json_and_png(tok: b.Tokenizer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_sweep_counts_errors_and_writes_json_and_png(tok: b.Tokenizer, tmp_path: Path, client: str) -> None:
     wl = b.Workload(input_len=32, output_len=6, num_requests=6)
     gpu = b.GpuPrice("L4", 1, catalog.GPUS["L4"].usd_per_hour)
     with FakeServer(fail_every=4, short_by=1) as s:
-        target = b.Target(s.url, "")
+        target = b.Target(s.url, "", http_client=client)
         result = b.sweep(target, tok, [1, 3], wl, percentiles=[50, 90, 99], gpu=gpu, model="tiny")
     assert target.model == "llm"  # found at /v1/models
+    assert result["http_client"] == client
     assert len(s.bodies) == 1 + 6 + 6  # the untimed first request, then 6 per level
     assert [lv["concurrency"] for lv in result["levels"]] == [1, 3]
     total_errors = sum(lv["errors"] for lv in result["levels"])
@@ -376,7 +382,8 @@ def test_first_request_failure_is_one_line(tok: b.Tokenizer) -> None:
 # --- the JSON document ----------------------------------------------------------------------------------
 
 TOP_KEYS = {
-    "schema", "created", "base_url", "endpoint", "served_model", "model", "tokenizer", "workload",
+    "schema", "created", "base_url", "endpoint", "served_model", "model", "tokenizer", "http_client",
+    "workload",
     "percentiles", "gpu", "levels",
 }  # fmt: skip
 WORKLOAD_KEYS = {
@@ -476,6 +483,7 @@ def test_cli_bench_prices_tiny_only_when_asked(tokenizer_file: Path, tmp_path: P
         (["--url", "ftp://x"], "http"),
         (["--url", "http://127.0.0.1:9", "--gpu", "T4"], "T4"),
         (["--url", "http://127.0.0.1:9"], "cannot reach"),
+        (["--url", "http://127.0.0.1:9", "--http-client", "curl"], "--http-client"),
     ],
 )
 def test_cli_bench_bad_input_exits_2_with_one_line(args: list[str], needle: str, tmp_path: Path) -> None:

@@ -313,6 +313,9 @@ def bench(
         bool, typer.Option("--save-requests", help="Keep every request's timings in the JSON.")
     ] = False,
     request_timeout: Annotated[float, typer.Option("--request-timeout", help="Seconds per request.")] = 3600,
+    http_client: Annotated[
+        str, typer.Option("--http-client", help="auto (aiohttp if installed, else httpx), aiohttp or httpx.")
+    ] = "auto",
 ) -> None:
     """Throughput, latency (TTFT, TPOT, ITL, end-to-end) and $ per million output tokens, per concurrency.
 
@@ -333,7 +336,7 @@ def bench(
         model_explicit=loaded.sources.get("model") != "default",
         gpu_explicit=loaded.sources.get("gpu") != "default",
         percentiles=percentiles, out=out, plot=plot, as_json=as_json, save_requests=save_requests,
-        request_timeout=request_timeout,
+        request_timeout=request_timeout, http_client=http_client,
     )  # fmt: skip
     try:
         b.run_command(opts, console, err)
