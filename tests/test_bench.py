@@ -208,7 +208,7 @@ def test_payload_asks_for_exact_length_streams_and_usage() -> None:
     p = b.Prompt("hello world", 2, 17)
     t = b.Target("http://h", "llm", api_key="k", modal_key="wk-1", modal_secret="ws-2")
     body = t.payload(p)
-    assert body["max_tokens"] == 17 and body["min_tokens"] == 17 and body["ignore_eos"] is True
+    assert body["max_tokens"] == 17 and body["ignore_eos"] is True and "min_tokens" not in body
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert t.url == "http://h/v1/completions"
     h = t.headers()

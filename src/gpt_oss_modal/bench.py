@@ -345,9 +345,11 @@ class Target:
             body["prompt"] = prompt.text
             body["max_tokens"] = prompt.output_len
         if self.ignore_eos:
-            # vLLM's extensions: never stop early, so every reply is exactly output_len tokens long.
+            # vLLM's extension: with it, neither EOS nor the generation config's stop tokens end a reply, so
+            # every reply is exactly max_tokens long (the summary counts any that are not). The same body
+            # as `vllm bench serve --ignore-eos`; no `min_tokens`, whose logits processor would add work to
+            # every decode step of the batch.
             body["ignore_eos"] = True
-            body["min_tokens"] = prompt.output_len
         return body
 
 
@@ -1060,7 +1062,7 @@ def run_command(opts: Options, console: Any, err: Any) -> dict[str, Any]:
         if lv["output_len_mismatches"] and opts.ignore_eos:
             show.print(
                 f"[yellow]c={lv['concurrency']}: {lv['output_len_mismatches']} replies were not the requested "
-                "length (does the server honour ignore_eos/min_tokens?)[/]",
+                "length (does the server honour ignore_eos?)[/]",
                 highlight=False,
             )
     if opts.out is not None:
