@@ -232,3 +232,19 @@ def test_warnings() -> None:
     assert auth.warnings(public=False, proxy_auth=True, api_key_configured=False) == []
     assert auth.warnings(public=False, proxy_auth=False, api_key_configured=True) == []
     assert auth.warnings(public=False, proxy_auth=False, api_key_configured=False)
+
+
+def test_the_local_curl_line_expands_the_key_from_the_environment(tmp_path) -> None:
+    import subprocess
+
+    from gpt_oss_modal.local import LocalServer
+
+    cfg = DeployConfig(model="tiny", api_key="sk-curl-12345678")
+    line = LocalServer(cfg, log_path=tmp_path / "x").curl_example()
+    assert "sk-curl-12345678" not in line and line.startswith("curl ")
+    # What the shell passes to curl, with the key in the environment:
+    echo = "printf '%s\\n' " + line.removeprefix("curl ")
+    out = subprocess.run(
+        ["bash", "-c", echo], env={"GPT_OSS_API_KEY": "EXPANDED"}, capture_output=True, text=True, check=True
+    )
+    assert "Authorization: Bearer EXPANDED" in out.stdout.splitlines()

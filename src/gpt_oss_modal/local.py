@@ -253,7 +253,8 @@ class LocalServer:
         return self.cfg.api_key.get_secret_value() if self.cfg.api_key is not None else None
 
     def curl_example(self) -> str:
-        auth = " -H 'Authorization: Bearer $GPT_OSS_API_KEY'" if self.api_key else ""
+        # Double quotes: the shell expands $GPT_OSS_API_KEY (single quotes would send it literally).
+        auth = ' -H "Authorization: Bearer $GPT_OSS_API_KEY"' if self.api_key else ""
         body = '{"model": "llm", "messages": [{"role": "user", "content": "Hello!"}]}'
         return (
             f"curl -s {self.base_url}/chat/completions -H 'Content-Type: application/json'{auth} -d '{body}'"
