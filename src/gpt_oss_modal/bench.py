@@ -124,6 +124,12 @@ def cost_per_million_output_tokens(usd_per_hour: float, gpu_count: int, output_t
     return usd_per_hour * gpu_count / (output_tok_s * 3600.0) * 1e6
 
 
+def last_line(error: str, limit: int = 300) -> str:
+    """The telling line of an error (a traceback's last), shortened."""
+    lines = error.strip().splitlines()
+    return lines[-1][:limit] if lines else "unknown error"
+
+
 def summarize(
     records: Sequence[RequestRecord],
     duration_s: float,
@@ -161,7 +167,7 @@ def summarize(
     )
     seen: list[str] = []
     for r in errors:
-        line = (r.error or "unknown error").strip().splitlines()[-1][:300] if r.error else "unknown error"
+        line = last_line(r.error)
         if line not in seen:
             seen.append(line)
     out["error_samples"] = seen[:5]
@@ -748,7 +754,7 @@ async def _sweep(
         probe = await send_request(client, target, prompts[0], count_tokens)
         http_client = client.kind
     if not probe.success:
-        raise BenchError(f"the first request to {target.url} failed: {probe.error.strip().splitlines()[-1]}")
+        raise BenchError(f"the first request to {target.url} failed: {last_line(probe.error)}")
 
     results: list[dict[str, Any]] = []
     runs: list[LevelRun] = []
