@@ -1,4 +1,4 @@
-"""A stand-in for `vllm serve` in the LocalServer unit tests: `python fake_engine.py serve MODEL --port N ...`.
+"""A stand-in for `vllm serve` in the LocalServer tests: `python fake_engine.py serve MODEL --port N ...`.
 
 FAKE_ENGINE_MODE picks the behaviour: `serve` (answers /health on the port), `die` (prints and exits 3),
 `hang` (never answers), `stubborn` (answers /health, ignores SIGTERM and starts a child in its group that
