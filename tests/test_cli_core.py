@@ -17,7 +17,9 @@ EXE = shutil.which("gpt-oss-modal") or ""
 def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [EXE, *args] if EXE else [sys.executable, "-m", "gpt_oss_modal.cli", *args]
     base = {k: v for k, v in os.environ.items() if not k.startswith("GPT_OSS_") and k != "FAST_BOOT"}
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**base, **(env or {})}, timeout=60)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, cwd=cwd, env={**base, **(env or {})}, timeout=60
+    )
 
 
 def test_plan_120b_on_a10g_exits_2_with_one_line(tmp_path: Path) -> None:

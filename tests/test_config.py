@@ -36,7 +36,10 @@ def test_defaults_match_the_seed() -> None:
 
 
 def test_precedence_file_then_env_then_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    write_toml(tmp_path / "gpt-oss-modal.toml", 'model = "120b"\ngpu = "H200"\nmax_inputs = 8\nscaledown_window = 60\n')
+    write_toml(
+        tmp_path / "gpt-oss-modal.toml",
+        'model = "120b"\ngpu = "H200"\nmax_inputs = 8\nscaledown_window = 60\n',
+    )
     monkeypatch.setenv("GPT_OSS_GPU", "H100:2")
     monkeypatch.setenv("GPT_OSS_MAX_INPUTS", "16")
     loaded = load_config({"max_inputs": 4})

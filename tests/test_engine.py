@@ -90,7 +90,15 @@ def test_explicit_context_and_concurrency_are_passed_through() -> None:
     assert flag(argv, "--max-num-seqs") == "8"
     assert "--no-enable-prefix-caching" in argv
     assert json.loads(flag(argv, "--compilation-config"))["cudagraph_capture_sizes"] == [
-        1, 2, 4, 8, 128, 256, 512, 1024, 2048
+        1,
+        2,
+        4,
+        8,
+        128,
+        256,
+        512,
+        1024,
+        2048,
     ]
 
 
@@ -149,7 +157,7 @@ def test_default_capture_sizes_are_the_measured_ones() -> None:
 def test_shell_line_is_copy_pasteable() -> None:
     line = build_command(DeployConfig()).shell()
     assert "vllm serve openai/gpt-oss-20b" in line
-    assert "'{\"cudagraph_capture_sizes\"" in line  # the JSON is quoted for the shell
+    assert '\'{"cudagraph_capture_sizes"' in line  # the JSON is quoted for the shell
 
 
 def test_every_catalog_gpu_has_a_kernel_choice() -> None:

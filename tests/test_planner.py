@@ -60,8 +60,10 @@ def test_blackwell_uses_flashinfer() -> None:
 
 def test_more_memory_never_fits_less() -> None:
     for model in catalog.MODELS.values():
-        fits = [plan(DeployConfig(model=model.id, gpu=g.name)).fits
-                for g in sorted(catalog.GPUS.values(), key=lambda g: g.vram_gib)]
+        fits = [
+            plan(DeployConfig(model=model.id, gpu=g.name)).fits
+            for g in sorted(catalog.GPUS.values(), key=lambda g: g.vram_gib)
+        ]
         assert fits == sorted(fits)  # False... then True...
 
 

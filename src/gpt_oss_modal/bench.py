@@ -765,7 +765,10 @@ async def _sweep(
         if progress is not None:
             # A bar of n requests, or a spinner counting requests for a duration run.
             task = progress.add_task(f"concurrency {c}", total=n)
-            on_done = lambda _rec, _t=task: progress.advance(_t)
+
+            def on_done(_rec: Any, _t: Any = task) -> None:
+                progress.advance(_t)
+
         run = await run_level(
             target,
             prompts,

@@ -130,9 +130,7 @@ MODELS: dict[str, Model] = {
 # The embedded tiny checkpoint for machines with no GPU (built offline, see gpt_oss_modal.tiny).
 TINY = "tiny"
 
-MODEL_ALIASES = {m.short: m.id for m in MODELS.values()} | {
-    m.id.split("/")[1]: m.id for m in MODELS.values()
-}
+MODEL_ALIASES = {m.short: m.id for m in MODELS.values()} | {m.id.split("/")[1]: m.id for m in MODELS.values()}
 
 # Which kernels vLLM picks for MXFP4 mixture-of-experts and for attention with sinks, by GPU family.
 # Below Hopper there is no native MXFP4 path, so vLLM dequantises on the fly with Marlin kernels.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import typer
 import typer.core
@@ -67,32 +67,34 @@ app.info.cls = _OneLineUsageErrors
 # --- the shared config flags ----------------------------------------------------------------------------
 
 ConfigFile = Annotated[
-    Optional[Path], typer.Option("--config", help="TOML config file (default: ./gpt-oss-modal.toml).")
+    Path | None, typer.Option("--config", help="TOML config file (default: ./gpt-oss-modal.toml).")
 ]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="20b, 120b (or full id), or tiny.")]
-GpuOpt = Annotated[Optional[str], typer.Option("--gpu", "-g", help="GPU type, e.g. H100 or H100:2.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="20b, 120b (or full id), or tiny.")]
+GpuOpt = Annotated[str | None, typer.Option("--gpu", "-g", help="GPU type, e.g. H100 or H100:2.")]
 BootOpt = Annotated[
-    Optional[str], typer.Option("--boot", help="compiled (fast decode) or fast (eager, quickest start).")
+    str | None, typer.Option("--boot", help="compiled (fast decode) or fast (eager, quickest start).")
 ]
-FastBootOpt = Annotated[Optional[bool], typer.Option("--fast-boot/--no-fast-boot", help="Same as --boot fast.")]
-MaxLenOpt = Annotated[Optional[int], typer.Option("--max-model-len", help="Context length in tokens.")]
-MaxInputsOpt = Annotated[Optional[int], typer.Option("--max-inputs", help="Concurrent requests per container.")]
-ScaledownOpt = Annotated[Optional[int], typer.Option("--scaledown-window", help="Idle seconds before scale-down.")]
-MemOpt = Annotated[Optional[float], typer.Option("--gpu-memory-utilization", help="Fraction of GPU memory.")]
-PrefixOpt = Annotated[Optional[bool], typer.Option("--prefix-caching/--no-prefix-caching")]
-DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="bfloat16 (the only one GPT-OSS runs in).")]
-RegionOpt = Annotated[Optional[str], typer.Option("--region", help="Modal region.")]
-AppNameOpt = Annotated[Optional[str], typer.Option("--app-name", help="Modal app name.")]
-VllmOpt = Annotated[Optional[str], typer.Option("--vllm-version", help="vLLM release for the image.")]
+FastBootOpt = Annotated[bool | None, typer.Option("--fast-boot/--no-fast-boot", help="Same as --boot fast.")]
+MaxLenOpt = Annotated[int | None, typer.Option("--max-model-len", help="Context length in tokens.")]
+MaxInputsOpt = Annotated[int | None, typer.Option("--max-inputs", help="Concurrent requests per container.")]
+ScaledownOpt = Annotated[
+    int | None, typer.Option("--scaledown-window", help="Idle seconds before scale-down.")
+]
+MemOpt = Annotated[float | None, typer.Option("--gpu-memory-utilization", help="Fraction of GPU memory.")]
+PrefixOpt = Annotated[bool | None, typer.Option("--prefix-caching/--no-prefix-caching")]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="bfloat16 (the only one GPT-OSS runs in).")]
+RegionOpt = Annotated[str | None, typer.Option("--region", help="Modal region.")]
+AppNameOpt = Annotated[str | None, typer.Option("--app-name", help="Modal app name.")]
+VllmOpt = Annotated[str | None, typer.Option("--vllm-version", help="vLLM release for the image.")]
 PublicOpt = Annotated[
-    Optional[bool], typer.Option("--public", help="Serve with no auth at all (explicit opt-in, warns).")
+    bool | None, typer.Option("--public", help="Serve with no auth at all (explicit opt-in, warns).")
 ]
 KeySecretOpt = Annotated[
-    Optional[str], typer.Option("--api-key-secret", help="Modal Secret holding VLLM_API_KEY.")
+    str | None, typer.Option("--api-key-secret", help="Modal Secret holding VLLM_API_KEY.")
 ]
 
 
-def resolve(config_file: Optional[Path] = None, **flags: Any) -> LoadedConfig:
+def resolve(config_file: Path | None = None, **flags: Any) -> LoadedConfig:
     """Layer the flags over env/TOML/defaults; one line and exit 2 on a bad value."""
     if flags.pop("fast_boot", None) is not None and flags.get("boot") is None:
         flags["boot"] = "fast"
@@ -145,12 +147,20 @@ def plan(
     t.add_column(style="bold")
     t.add_column()
     t.add_row("fits", "yes")
-    t.add_row("memory per GPU", f"{p.budget_gib_per_gpu} GiB usable = {p.weights_gib_per_gpu} weights + "
-              f"{p.overhead_gib_per_gpu} runtime + {p.kv_cache_gib_per_gpu} KV cache")
+    t.add_row(
+        "memory per GPU",
+        f"{p.budget_gib_per_gpu} GiB usable = {p.weights_gib_per_gpu} weights + "
+        f"{p.overhead_gib_per_gpu} runtime + {p.kv_cache_gib_per_gpu} KV cache",
+    )
     t.add_row("KV cache", f"{p.kv_tokens:,} tokens ({p.kv_bytes_per_token:,} bytes/token per GPU)")
-    t.add_row("max context", f"{p.max_context:,} tokens; serving {p.max_model_len:,} ({p.max_model_len_source})")
-    t.add_row("concurrency", f"{p.full_length_concurrency} full-length requests, {p.typical_concurrency} of 4k; "
-              f"max_inputs {p.max_inputs}")
+    t.add_row(
+        "max context", f"{p.max_context:,} tokens; serving {p.max_model_len:,} ({p.max_model_len_source})"
+    )
+    t.add_row(
+        "concurrency",
+        f"{p.full_length_concurrency} full-length requests, {p.typical_concurrency} of 4k; "
+        f"max_inputs {p.max_inputs}",
+    )
     t.add_row("kernels", f"MXFP4 MoE: {p.moe_kernel}, attention: {p.attention_backend}")
     t.add_row("boot", p.boot)
     t.add_row("cost", f"${p.usd_per_hour:.2f}/hour while a container runs (Modal list price, {p.price_date})")
@@ -181,7 +191,9 @@ def show_config(
     api_key_secret: KeySecretOpt = None,
     config_file: ConfigFile = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
-    show_command: Annotated[bool, typer.Option("--command", help="Also print the vllm serve command.")] = False,
+    show_command: Annotated[
+        bool, typer.Option("--command", help="Also print the vllm serve command.")
+    ] = False,
 ) -> None:
     """The effective config, where each value came from, and (with --command) the engine command."""
     loaded = resolve(
@@ -256,8 +268,14 @@ def gpus(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     for col in ("gpu", "VRAM GiB", "SM", "arch", "MXFP4 MoE", "$/hour"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["gpu"], f"{r['vram_gib']:.0f}", r["compute_capability"], r["arch"], r["moe_kernel"],
-                  f"{r['usd_per_hour']:.2f}")
+        t.add_row(
+            r["gpu"],
+            f"{r['vram_gib']:.0f}",
+            r["compute_capability"],
+            r["arch"],
+            r["moe_kernel"],
+            f"{r['usd_per_hour']:.2f}",
+        )
     console.print(t)
 
 
@@ -267,14 +285,14 @@ def gpus(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @app.command()
 def bench(
     url: Annotated[
-        Optional[str], typer.Option("--url", envvar="GPT_OSS_URL", help="Base URL of the OpenAI-style API.")
+        str | None, typer.Option("--url", envvar="GPT_OSS_URL", help="Base URL of the OpenAI-style API.")
     ] = None,
     concurrency: Annotated[str, typer.Option("--concurrency", "-c", help="Levels to sweep.")] = "1,4,16",
     requests: Annotated[
-        Optional[int], typer.Option("--requests", "-n", help="Requests per level (default 4 x level, >= 8).")
+        int | None, typer.Option("--requests", "-n", help="Requests per level (default 4 x level, >= 8).")
     ] = None,
     duration: Annotated[
-        Optional[float], typer.Option("--duration", help="Seconds per level instead of --requests.")
+        float | None, typer.Option("--duration", help="Seconds per level instead of --requests.")
     ] = None,
     input_len: Annotated[int, typer.Option("--input-len", help="Prompt tokens (mean).")] = 1024,
     output_len: Annotated[int, typer.Option("--output-len", help="Reply tokens (mean).")] = 128,
@@ -285,29 +303,29 @@ def bench(
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed requests before each level.")] = 0,
     endpoint: Annotated[str, typer.Option("--endpoint", help="completions or chat.")] = "completions",
     served_model_name: Annotated[
-        Optional[str], typer.Option("--served-model-name", help="Model name to send (default: the server's).")
+        str | None, typer.Option("--served-model-name", help="Model name to send (default: the server's).")
     ] = None,
     tokenizer: Annotated[
-        Optional[str], typer.Option("--tokenizer", help="Tokenizer dir or HF id (default: the server's).")
+        str | None, typer.Option("--tokenizer", help="Tokenizer dir or HF id (default: the server's).")
     ] = None,
     ignore_eos: Annotated[
         bool, typer.Option("--ignore-eos/--no-ignore-eos", help="Exact reply lengths (vLLM extension).")
     ] = True,
     api_key: Annotated[
-        Optional[str], typer.Option("--api-key", envvar="GPT_OSS_API_KEY", help="Bearer key for the server.")
+        str | None, typer.Option("--api-key", envvar="GPT_OSS_API_KEY", help="Bearer key for the server.")
     ] = None,
     modal_key: Annotated[
-        Optional[str], typer.Option("--modal-key", envvar="MODAL_KEY", help="Modal proxy auth key.")
+        str | None, typer.Option("--modal-key", envvar="MODAL_KEY", help="Modal proxy auth key.")
     ] = None,
     modal_secret: Annotated[
-        Optional[str], typer.Option("--modal-secret", envvar="MODAL_SECRET", help="Modal proxy auth secret.")
+        str | None, typer.Option("--modal-secret", envvar="MODAL_SECRET", help="Modal proxy auth secret.")
     ] = None,
     model: ModelOpt = None,
     gpu: GpuOpt = None,
     config_file: ConfigFile = None,
     percentiles: Annotated[str, typer.Option("--percentiles", help="Percentiles to report.")] = "50,90,99",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the results as JSON.")] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a throughput/latency PNG.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the results as JSON.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a throughput/latency PNG.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     save_requests: Annotated[
         bool, typer.Option("--save-requests", help="Keep every request's timings in the JSON.")
@@ -353,12 +371,12 @@ def serve(
         bool, typer.Option("--local", help="Run the engine on this machine (required; Modal: run/deploy).")
     ] = False,
     model: ModelOpt = None,
-    port: Annotated[Optional[int], typer.Option("--port", "-p", help="Port on 127.0.0.1 (8000).")] = None,
+    port: Annotated[int | None, typer.Option("--port", "-p", help="Port on 127.0.0.1 (8000).")] = None,
     api_key: Annotated[
-        Optional[str], typer.Option("--api-key", help="Require this bearer key (or set GPT_OSS_API_KEY).")
+        str | None, typer.Option("--api-key", help="Require this bearer key (or set GPT_OSS_API_KEY).")
     ] = None,
     startup_timeout: Annotated[
-        Optional[int], typer.Option("--startup-timeout", help="Seconds to wait for /health (default 300).")
+        int | None, typer.Option("--startup-timeout", help="Seconds to wait for /health (default 300).")
     ] = None,
     max_model_len: MaxLenOpt = None,
     max_inputs: MaxInputsOpt = None,
@@ -370,8 +388,10 @@ def serve(
     Prints the base URL and a curl line once /health answers; Ctrl-C stops the engine and exits 0.
     """
     if not local:
-        fail("serve runs the engine on this machine: add --local; for Modal use `gpt-oss-modal run` "
-             "(temporary server + smoke test) or `gpt-oss-modal deploy`")
+        fail(
+            "serve runs the engine on this machine: add --local; for Modal use `gpt-oss-modal run` "
+            "(temporary server + smoke test) or `gpt-oss-modal deploy`"
+        )
     import signal
     import time
 
@@ -403,7 +423,7 @@ def serve(
             server.stop()
             err.print("[bold red]error:[/] ", end="")
             err.print(e.details(), highlight=False, soft_wrap=True, markup=False)
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
         console.print(f"ready in {seconds:.0f} s; base URL (served model `llm`):", highlight=False)
         console.print(server.base_url, highlight=False, soft_wrap=True)
         console.print("try:", highlight=False)
@@ -420,7 +440,7 @@ def serve(
         err.print("stopping the engine ...", highlight=False)
         server.stop()
         err.print("stopped.", highlight=False)
-        raise typer.Exit(0)
+        raise typer.Exit(0) from None
 
 
 # --- Modal: deploy, run, stop, logs, url, volumes -------------------------------------------------------
@@ -463,7 +483,7 @@ def _print_plan(cfg: DeployConfig, p: Any) -> None:
         err.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
-def _modal_call(argv: list[str], env: Optional[dict[str, str]] = None) -> None:
+def _modal_call(argv: list[str], env: dict[str, str] | None = None) -> None:
     from . import modal_ops
 
     rc = modal_ops.call(argv, env)
@@ -594,8 +614,8 @@ def logs(
     app_name: AppNameOpt = None,
     config_file: ConfigFile = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the app stops.")] = False,
-    tail: Annotated[Optional[int], typer.Option("--tail", "-n", help="Show only the last N entries.")] = None,
-    since: Annotated[Optional[str], typer.Option("--since", help="Start of the range: 2h, 30m...")] = None,
+    tail: Annotated[int | None, typer.Option("--tail", "-n", help="Show only the last N entries.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Start of the range: 2h, 30m...")] = None,
 ) -> None:
     """The deployed app's logs, vLLM's start-up included (`modal app logs`)."""
     from . import modal_ops
@@ -674,25 +694,25 @@ def volumes_clear(
 
 @app.command()
 def chat(
-    prompt: Annotated[Optional[str], typer.Argument(help="One message; none: an interactive chat.")] = None,
+    prompt: Annotated[str | None, typer.Argument(help="One message; none: an interactive chat.")] = None,
     base_url: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--base-url", envvar="GPT_OSS_URL", help="OpenAI-compatible server (default: Modal)."),
     ] = None,
     api_key: Annotated[
-        Optional[str], typer.Option("--api-key", envvar="GPT_OSS_API_KEY", help="Bearer key for the server.")
+        str | None, typer.Option("--api-key", envvar="GPT_OSS_API_KEY", help="Bearer key for the server.")
     ] = None,
     modal_key: Annotated[
-        Optional[str], typer.Option("--modal-key", envvar="MODAL_KEY", help="Modal proxy auth token id.")
+        str | None, typer.Option("--modal-key", envvar="MODAL_KEY", help="Modal proxy auth token id.")
     ] = None,
     modal_secret: Annotated[
-        Optional[str], typer.Option("--modal-secret", envvar="MODAL_SECRET", help="Modal proxy auth secret.")
+        str | None, typer.Option("--modal-secret", envvar="MODAL_SECRET", help="Modal proxy auth secret.")
     ] = None,
-    system: Annotated[Optional[str], typer.Option("--system", help="System message.")] = None,
+    system: Annotated[str | None, typer.Option("--system", help="System message.")] = None,
     reasoning_effort: Annotated[
-        Optional[str], typer.Option("--reasoning-effort", help="low, medium or high.")
+        str | None, typer.Option("--reasoning-effort", help="low, medium or high.")
     ] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Longest reply (tokens).")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Longest reply (tokens).")] = None,
     served_model_name: Annotated[
         str, typer.Option("--served-model-name", help="Model name to send.")
     ] = "llm",

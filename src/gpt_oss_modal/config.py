@@ -348,9 +348,13 @@ def _toml_layer(path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e}); fix the file or pass --config another one") from None
+        raise ConfigError(
+            f"{path}: not valid TOML ({e}); fix the file or pass --config another one"
+        ) from None
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read it ({e.strerror}); check the path given with --config") from None
+        raise ConfigError(
+            f"{path}: cannot read it ({e.strerror}); check the path given with --config"
+        ) from None
     # Accept both a flat file and one with a [gpt-oss-modal] table; kebab-case keys too.
     data = data.get("gpt-oss-modal", data)
     if not isinstance(data, dict):

@@ -51,7 +51,9 @@ def gpu_table() -> str:
             f"{gpu.usd_per_hour:.2f} | {cells[0]} | {cells[1]} |"
         )
     rows.append("")
-    rows.append(f"Prices: Modal's list prices per GPU-hour on {catalog.PRICE_DATE}; contexts: the planner's default")
+    rows.append(
+        f"Prices: Modal's list prices per GPU-hour on {catalog.PRICE_DATE}; contexts: the planner's default"
+    )
     rows.append("with `max_inputs` 32 and `gpu_memory_utilization` 0.9 (`gpt-oss-modal plan` for yours).")
     return "\n".join(rows)
 
@@ -65,7 +67,8 @@ def render(text: str) -> str:
         pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
         if not pattern.search(text):
             raise ValueError(f"README has no {name} block; add the markers {begin!r} ... {end!r}")
-        text = pattern.sub(lambda _: f"{begin}\n{make()}\n{end}", text)
+        block = f"{begin}\n{make()}\n{end}"
+        text = pattern.sub(lambda _, block=block: block, text)
     return text
 
 

@@ -22,9 +22,8 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-import modal
-
 import gpt_oss_modal
+import modal
 from gpt_oss_modal import auth, engine, modal_ops
 from gpt_oss_modal.config import CONFIG_JSON_ENV, SERVED_MODEL_NAME, load_config
 

@@ -168,8 +168,9 @@ def deployed_url(app_name: str) -> str:
     `Server.serve`; both are tried, so the URL is found whatever the local config says now.
     """
     require_modal()
-    import modal
     from modal.exception import AuthError, NotFoundError
+
+    import modal
 
     lookups = (
         lambda: modal.Function.from_name(app_name, SERVE_FUNCTION),
@@ -214,8 +215,9 @@ def cache_volumes() -> list[tuple[str, str]]:
 
 def _volume(name: str) -> Any:
     """The named Volume, hydrated; None when it does not exist (yet)."""
-    import modal
     from modal.exception import AuthError, NotFoundError
+
+    import modal
 
     try:
         vol = modal.Volume.from_name(name)

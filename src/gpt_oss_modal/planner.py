@@ -128,7 +128,9 @@ def plan(cfg: DeployConfig) -> Plan:
     if cfg.max_model_len is not None:
         max_len, source = cfg.max_model_len, "config"
         if cfg.max_model_len > model.max_context:
-            reason = f"max_model_len {cfg.max_model_len} is above {model.id}'s limit of {model.max_context} tokens"
+            reason = (
+                f"max_model_len {cfg.max_model_len} is above {model.id}'s limit of {model.max_context} tokens"
+            )
     else:
         max_len, source = _auto_context(model, kv_tokens) or 0, "auto"
 
@@ -167,7 +169,10 @@ def plan(cfg: DeployConfig) -> Plan:
                 f"{gpu.name} (SM {gpu.compute_capability[0]}.{gpu.compute_capability[1]}) has no native MXFP4: "
                 "vLLM runs the experts through Marlin kernels, slower than on Hopper or Blackwell"
             )
-        if cfg.max_inputs > kv_tokens // max(1, TYPICAL_REQUEST_TOKENS) and kv_tokens >= TYPICAL_REQUEST_TOKENS:
+        if (
+            cfg.max_inputs > kv_tokens // max(1, TYPICAL_REQUEST_TOKENS)
+            and kv_tokens >= TYPICAL_REQUEST_TOKENS
+        ):
             notes.append(
                 f"max_inputs {cfg.max_inputs} exceeds the {kv_tokens // TYPICAL_REQUEST_TOKENS} "
                 f"{TYPICAL_REQUEST_TOKENS}-token requests the KV cache holds; vLLM will queue the rest"
