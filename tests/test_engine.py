@@ -25,7 +25,7 @@ def flag(argv: list[str], name: str) -> str:
 # One representative per GPU class: Ampere, Ada, Hopper, Blackwell, and a tensor-parallel pair.
 GPU_CLASSES = ["A10G", "L4", "L40S", "A100-40GB", "A100-80GB", "H100", "H200", "B200", "H100:2", "A10G:4"]
 MODELS = ["openai/gpt-oss-20b", "openai/gpt-oss-120b"]
-MODES = ["fast", "compiled"]
+MODES = ["eager", "fast", "compiled"]
 
 
 def configs():
@@ -61,7 +61,7 @@ def test_command_for_every_model_gpu_and_mode(cfg: DeployConfig) -> None:
     assert flag(argv, "--reasoning-parser") == "openai_gptoss"
     assert "--enable-prefix-caching" in argv
 
-    if cfg.boot == "fast":
+    if cfg.boot == "eager":
         assert "--enforce-eager" in argv
         assert "--compilation-config" not in argv
     else:
@@ -70,6 +70,11 @@ def test_command_for_every_model_gpu_and_mode(cfg: DeployConfig) -> None:
         sizes = cc["cudagraph_capture_sizes"]
         assert cfg.max_inputs in sizes  # every decode batch the container admits has a graph
         assert max(sizes) <= 2048 and len(sizes) <= 20  # not vLLM's 83 sizes up to 512, captured twice
+        if cfg.boot == "fast":  # whole decode steps as CUDA graphs, and no torch.compile
+            assert cc["mode"] == "NONE" and cc["cudagraph_mode"] == "FULL_DECODE_ONLY"
+            assert max(sizes) == cfg.max_inputs
+        else:
+            assert "mode" not in cc and "cudagraph_mode" not in cc
 
     assert cmd.env["HF_HOME"] == HF_CACHE_DIR
     assert cmd.env["VLLM_CACHE_ROOT"] == VLLM_CACHE_DIR
@@ -173,3 +178,14 @@ def test_snapshot_mode_enables_sleep_on_modal_only() -> None:
     assert "--enable-sleep-mode" in modal_cmd.argv and modal_cmd.env["VLLM_SERVER_DEV_MODE"] == "1"
     local = build_command(cfg, target="local-gpu")
     assert "--enable-sleep-mode" not in local.argv and "VLLM_SERVER_DEV_MODE" not in local.env
+
+
+def test_boot_modes_and_the_original_fast_boot(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpt_oss_modal.config import load_config
+
+    eager = build_command(DeployConfig(model="20b", gpu="H100", boot="eager")).argv
+    assert "--enforce-eager" in eager and "--compilation-config" not in eager
+    monkeypatch.setenv("FAST_BOOT", "1")
+    fast = build_command(load_config().config).argv
+    assert "--enforce-eager" not in fast
+    assert json.loads(flag(fast, "--compilation-config"))["cudagraph_mode"] == "FULL_DECODE_ONLY"

@@ -127,13 +127,15 @@ def test_120b_on_two_h100_fast_boot(load_app) -> None:
     check_function(mod, cfg)
     assert mod.serve.info().gpus == [("H100", 2)]
     argv = mod.command.argv
-    assert argv[argv.index("--tensor-parallel-size") + 1] == "2" and "--enforce-eager" in argv
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
+    assert '"cudagraph_mode":"FULL_DECODE_ONLY"' in argv[argv.index("--compilation-config") + 1]
 
 
-def test_seed_fast_boot_variable_still_means_eager(load_app, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_original_fast_boot_variable_means_fast(load_app, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAST_BOOT", "1")
     mod = load_app()
-    assert mod.cfg.boot == "fast" and "--enforce-eager" in mod.command.argv
+    assert mod.cfg.boot == "fast" and "--enforce-eager" not in mod.command.argv
+    assert '"mode":"NONE"' in mod.command.argv[mod.command.argv.index("--compilation-config") + 1]
 
 
 def test_20b_on_l4_with_small_concurrency_and_short_scaledown(load_app) -> None:

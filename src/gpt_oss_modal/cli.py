@@ -71,9 +71,7 @@ ConfigFile = Annotated[
 ]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="20b, 120b (or full id), or tiny.")]
 GpuOpt = Annotated[str | None, typer.Option("--gpu", "-g", help="GPU type, e.g. H100 or H100:2.")]
-BootOpt = Annotated[
-    str | None, typer.Option("--boot", help="compiled (fast decode) or fast (eager, quickest start).")
-]
+BootOpt = Annotated[str | None, typer.Option("--boot", help="fast (graphs, no compile), compiled or eager.")]
 FastBootOpt = Annotated[bool | None, typer.Option("--fast-boot/--no-fast-boot", help="Same as --boot fast.")]
 MaxLenOpt = Annotated[int | None, typer.Option("--max-model-len", help="Context length in tokens.")]
 MaxInputsOpt = Annotated[int | None, typer.Option("--max-inputs", help="Concurrent requests per container.")]

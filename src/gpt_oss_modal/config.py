@@ -57,11 +57,12 @@ class DeployConfig(BaseSettings):
         description="Modal GPU, optionally with a count: L4, A10G, L40S, A100-40GB, A100-80GB, H100, H200, "
         "B200, e.g. `H100:2`. The count is the tensor-parallel size.",
     )
-    boot: Literal["fast", "compiled"] = Field(
+    boot: Literal["eager", "fast", "compiled"] = Field(
         "compiled",
-        description="`compiled`: torch.compile + CUDA graphs captured only for the batch sizes max_inputs "
-        "needs (fast decode, moderate start-up). `fast`: eager mode (quickest start-up, much slower decode). "
-        "The seed's FAST_BOOT=1 means `fast`.",
+        description="`fast`: full CUDA graphs for the decode batch sizes max_inputs needs, no torch.compile "
+        "(eager's start-up, near-compiled decode). `compiled`: torch.compile + CUDA graphs for decode and five "
+        "prefill sizes (quickest time to first token, slower start-up). `eager`: no graphs at all (debugging; "
+        "decodes many times slower). The original's FAST_BOOT=1 means `fast`.",
     )
     max_model_len: int | None = Field(
         None,

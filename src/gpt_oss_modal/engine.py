@@ -60,8 +60,25 @@ def cudagraph_capture_sizes(max_inputs: int) -> list[int]:
     return sorted(set(sizes) | {max_inputs})
 
 
-def compilation_config(cfg: DeployConfig) -> dict:
-    return {"cudagraph_capture_sizes": cudagraph_capture_sizes(cfg.max_inputs)}
+def decode_capture_sizes(max_inputs: int) -> list[int]:
+    """Decode batch sizes (one token per request) up to max_inputs: 1, 2, 4, then steps of 8."""
+    return [s for s in cudagraph_capture_sizes(max_inputs) if s <= max_inputs]
+
+
+def compilation_config(cfg: DeployConfig) -> dict | None:
+    """vLLM's -cc for the boot mode; None for `eager` (which is a flag of its own, --enforce-eager)."""
+    if cfg.boot == "compiled":
+        return {"cudagraph_capture_sizes": cudagraph_capture_sizes(cfg.max_inputs)}
+    if cfg.boot == "fast":
+        # No torch.compile (mode NONE): start-up as eager. Full CUDA graphs replay whole decode steps; every
+        # attention backend vLLM picks for gpt-oss (FlashAttention 3, Triton, FlashInfer) supports them, so
+        # no GPU in the catalog falls back. Prefills run eagerly: piecewise graphs would need torch.compile.
+        return {
+            "mode": "NONE",
+            "cudagraph_mode": "FULL_DECODE_ONLY",
+            "cudagraph_capture_sizes": decode_capture_sizes(cfg.max_inputs),
+        }
+    return None
 
 
 def build_command(
@@ -116,12 +133,13 @@ def build_command(
             "--gpu-memory-utilization",
             str(cfg.gpu_memory_utilization),
         ]
-    if cfg.boot == "fast" or not on_gpu:
+    compilation = compilation_config(cfg) if on_gpu else None
+    if compilation is None:
         # Eager mode: no torch.compile, no CUDA graphs. On the CPU build compiling buys little for the
         # tiny model and costs minutes of start-up, so the CPU engine always runs eager.
         argv.append("--enforce-eager")
     else:
-        argv += ["--compilation-config", json.dumps(compilation_config(cfg), separators=(",", ":"))]
+        argv += ["--compilation-config", json.dumps(compilation, separators=(",", ":"))]
     if cfg.snapshot and target == "modal":
         # Sleep mode lets the container offload weights and drop the KV cache before Modal snapshots it,
         # and wake up after restore; the /sleep and /wake_up routes exist only in vLLM's dev mode.

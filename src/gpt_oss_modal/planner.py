@@ -75,7 +75,7 @@ def sliding_bytes_per_request(model: catalog.Model, tp: int) -> int:
 def _memory(model: catalog.Model, gpu: catalog.GPU, count: int, util: float, boot: str, max_inputs: int):
     budget = gpu.vram_gib * util
     weights = model.weights_gib / count
-    overhead = RUNTIME_OVERHEAD_GIB + (CUDA_GRAPH_GIB if boot == "compiled" else 0.0)
+    overhead = RUNTIME_OVERHEAD_GIB + (CUDA_GRAPH_GIB if boot != "eager" else 0.0)
     kv_gib = budget - weights - overhead
     per_token = kv_bytes_per_token(model, count)
     sliding = sliding_bytes_per_request(model, count) * max_inputs
