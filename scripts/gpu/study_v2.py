@@ -1,0 +1,273 @@
+"""Boot modes v2 on the lent GPU: start-up, first burst and steady throughput per mode, from the product's
+own engine command (gpt_oss_modal.engine.build_command) and warm-up (gpt_oss_modal.container).
+
+    PYTHONPATH=src python3 scripts/gpu/study_v2.py --gpu 0 --out /root/res eager fast
+    PYTHONPATH=src python3 scripts/gpu/study_v2.py --gpu 1 --out /root/res fast-nowarm compiled
+
+Each RUN (see RUNS) starts `vllm serve` for gpt-oss-20b (or 120b) with `--load-format dummy` and the real
+config.json in /root/model (/root/model120), with its own VLLM/Triton/Inductor cache root under /root/vc/,
+so a first start of a cache is cold and a later one with the same cache is a warm restart. It times the
+start-up to /health, runs the product's warm-up when the run asks for it, then measures:
+
+* the first burst: max_inputs concurrent 1,024-token prompts (64 output tokens), then the same burst again
+  (steady state) -- p50/p90/p99 TTFT of both;
+* fixed-duration levels (`gpt-oss-modal bench --duration`): random 1,024 in / 512 out, ignore-eos, at the
+  concurrency levels of the run, some repeated (the spread is reported);
+* vLLM's own memory figures from its log (weights, KV cache GiB and tokens, CUDA-graph pool).
+
+Everything lands in OUT/<run>/ (server.log, bench JSON, result.json). A server is always stopped (process
+group) before the script returns, also when the deadline (--deadline seconds from the start) comes first:
+a server left running would answer the next run's health check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpt_oss_modal import container, engine
+from gpt_oss_modal.config import DeployConfig
+
+MAX_INPUTS = 50  # the default of the original gpt_oss_inference.py
+CONTEXT = 32768
+H100_TOTAL_MIB = 81559  # what the CUDA driver reports for an H100 80GB
+H200_TOTAL_MIB = 143771  # ... and for the lent H200
+
+
+@dataclass
+class Run:
+    boot: str
+    cache: str
+    warm_up: bool
+    levels: list[tuple[int, int]] = field(default_factory=list)  # (concurrency, repeats)
+    model: str = "20b"
+    util: float = 0.9
+    bursts: bool = True
+
+
+RUNS = {
+    "eager": Run("eager", "eager", warm_up=False, levels=[(1, 1), (MAX_INPUTS, 1)]),
+    "fast": Run("fast", "fast", warm_up=True, levels=[(1, 2), (MAX_INPUTS, 2), (2 * MAX_INPUTS, 1)]),
+    "fast-nowarm": Run("fast", "fast-nowarm", warm_up=False),
+    "fast-warm-restart": Run("fast", "fast", warm_up=False),
+    "compiled": Run(
+        "compiled", "compiled", warm_up=True, levels=[(1, 2), (MAX_INPUTS, 2), (2 * MAX_INPUTS, 1)]
+    ),
+    "120b": Run("fast", "120b", warm_up=False, model="120b", bursts=False),
+    # vLLM's budget equal to an 80 GB card's at 0.9: does 120b on one H100 hold what `plan` says?
+    "120b-as-h100": Run(
+        "fast",
+        "120b",
+        warm_up=False,
+        model="120b",
+        util=round(0.9 * H100_TOTAL_MIB / H200_TOTAL_MIB, 4),
+        bursts=False,
+    ),
+}
+
+LOG_FIGURES = {
+    "weights_gib": r"Model loading took ([\d.]+) GiB",
+    "load_s": r"Model loading took [\d.]+ GiB(?: memory)? and ([\d.]+) s",
+    "kv_cache_gib": r"Available KV cache memory: ([\d.]+) GiB",
+    "kv_tokens": r"GPU KV cache size: ([\d,]+) tokens",
+    "max_concurrency": r"Maximum concurrency for [\d,]+ tokens per request: ([\d.]+)x",
+    "graph_s": r"Graph capturing finished in ([\d.]+) secs",
+    "graph_gib": r"Graph capturing finished in [\d.]+ secs, took ([\d.]+) GiB",
+    "init_engine_s": r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+)",
+    "compile_s": r"torch\.compile took ([\d.]+) s in total",
+    "peak_activation_gib": r"peak activation[^\d]*([\d.]+) GiB",
+    "non_torch_gib": r"non-torch (?:memory|forward)[^\d]*([\d.]+) GiB",
+}
+KEEP = re.compile(
+    r"KV cache|Model loading|Graph captur|init engine|torch\.compile|memory|CUDA graph|cudagraph|ERROR", re.I
+)
+
+
+def gpu_mem_mib(gpu: int) -> int:
+    out = subprocess.run(
+        ["nvidia-smi", f"--id={gpu}", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+    )
+    return int(out.stdout.strip() or -1)
+
+
+def health(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def bench(
+    port: int, out: Path, *, concurrency: int, input_len: int, output_len: int, requests=None, duration=None
+):
+    """`gpt-oss-modal bench` (vllm bench serve's metric definitions) -> its JSON result, or None."""
+    cmd = [sys.executable, "-m", "gpt_oss_modal.cli", "bench", "--url", f"http://127.0.0.1:{port}/v1"]
+    cmd += ["--concurrency", str(concurrency), "--input-len", str(input_len), "--output-len", str(output_len)]
+    cmd += ["--tokenizer", "/root/model", "--out", str(out)]
+    cmd += ["--requests", str(requests)] if requests else ["--duration", str(duration)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode or not out.exists():
+        print(f"  bench failed ({proc.returncode}): {proc.stderr[-800:]}", flush=True)
+        return None
+    return json.loads(out.read_text())["levels"][0]
+
+
+def level_summary(lv: dict) -> dict:
+    keys = (
+        "output_throughput",
+        "median_tpot_ms",
+        "median_ttft_ms",
+        "p99_ttft_ms",
+        "completed",
+        "errors",
+        "duration_s",
+    )
+    return {k: lv.get(k) for k in keys}
+
+
+def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: float) -> dict:
+    d = res / name
+    k = 1
+    while d.exists():
+        k += 1
+        d = res / f"{name}-{k}"
+    d.mkdir(parents=True)
+    model_dir = "/root/model120" if spec.model == "120b" else "/root/model"
+    cfg = DeployConfig(
+        model=spec.model,
+        gpu="H200",
+        boot=spec.boot,
+        max_inputs=MAX_INPUTS,
+        max_model_len=CONTEXT,
+        gpu_memory_utilization=spec.util,
+        port=port,
+        extra_vllm_args=["--load-format", "dummy"],
+    )
+    command = engine.build_command(cfg, target="local-gpu", model_path=model_dir)
+    cache = Path("/root/vc") / spec.cache
+    env = {
+        **os.environ,
+        **command.env,
+        "CUDA_VISIBLE_DEVICES": str(gpu),
+        "VLLM_CACHE_ROOT": str(cache),
+        "TRITON_CACHE_DIR": str(cache / "triton"),
+        "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
+    }
+    result: dict = {"run": name, "boot": spec.boot, "model": spec.model, "util": spec.util, "gpu_index": gpu}
+    result["cache_was_warm"] = cache.exists()
+    result["argv"] = command.argv
+    print(f"=== {time.strftime('%T')} {name}: {command.shell()}", flush=True)
+    log = open(d / "server.log", "w")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        command.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        while not health(port):
+            if proc.poll() is not None:
+                raise RuntimeError(f"vllm exited with {proc.returncode}")
+            if time.monotonic() > deadline - 20:
+                raise TimeoutError("deadline before /health")
+            time.sleep(0.5)
+        result["startup_s"] = round(time.monotonic() - t0, 1)
+        print(f"  /health after {result['startup_s']} s", flush=True)
+        if spec.warm_up:
+            t1 = time.monotonic()
+            container.warm_up(f"http://127.0.0.1:{port}", cfg, api_key=None)
+            result["warm_up_s"] = round(time.monotonic() - t1, 1)
+            print(f"  warm-up {result['warm_up_s']} s", flush=True)
+        result["ready_s"] = round(time.monotonic() - t0, 1)
+        if spec.bursts:
+            for label in ("first_burst", "second_burst"):
+                lv = bench(
+                    port,
+                    d / f"{label}.json",
+                    concurrency=MAX_INPUTS,
+                    requests=MAX_INPUTS,
+                    input_len=1024,
+                    output_len=64,
+                )
+                if lv:
+                    result[label] = {
+                        k: lv.get(k) for k in ("median_ttft_ms", "p90_ttft_ms", "p99_ttft_ms", "errors")
+                    }
+                    print(f"  {label}: {result[label]}", flush=True)
+        dur = float(os.environ.get("LEVEL_S", "40"))
+        result["levels"] = []
+        for c, repeats in spec.levels:
+            for r in range(repeats):
+                if time.monotonic() + dur + 25 > deadline:
+                    print(f"  skipped c={c} (deadline)", flush=True)
+                    continue
+                lv = bench(
+                    port, d / f"c{c}_{r}.json", concurrency=c, duration=dur, input_len=1024, output_len=512
+                )
+                if lv:
+                    result["levels"].append({"concurrency": c, "repeat": r} | level_summary(lv))
+                    print(f"  c={c} #{r}: {result['levels'][-1]}", flush=True)
+        result["gpu_mem_mib_serving"] = gpu_mem_mib(gpu)
+    except Exception as e:  # noqa: BLE001 - recorded, and the server is stopped below
+        result["error"] = f"{type(e).__name__}: {e}"
+        print(f"  error: {result['error']}", flush=True)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        log.close()
+    text = (d / "server.log").read_text(errors="replace").replace("\r", "\n")
+    for key, pattern in LOG_FIGURES.items():
+        found = re.findall(pattern, text)
+        if found:
+            result[key] = float(found[-1].replace(",", ""))
+    (d / "log_lines.txt").write_text("\n".join(ln for ln in text.split("\n") if KEEP.search(ln))[-40000:])
+    if "error" in result:
+        (d / "log_tail.txt").write_text("\n".join(text.split("\n")[-80:]))
+    sizes = {}
+    for sub in ("triton", "inductor", "torch_compile_cache"):
+        p = cache / sub
+        if p.exists():
+            sizes[sub] = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    result["cache_bytes"] = sizes
+    (d / "result.json").write_text(json.dumps(result, indent=1))
+    print(f"=== {time.strftime('%T')} {name} done", flush=True)
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="+", choices=sorted(RUNS))
+    ap.add_argument("--gpu", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("/root/res"))
+    ap.add_argument(
+        "--deadline", type=float, default=560, help="seconds from now by which every server is gone"
+    )
+    a = ap.parse_args()
+    deadline = time.monotonic() + a.deadline
+    a.out.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(a.runs):
+        if time.monotonic() > deadline - 60:
+            print(f"skipped {name}: deadline", flush=True)
+            continue
+        run_one(name, RUNS[name], a.gpu, 8100 + 10 * a.gpu + i, a.out, deadline)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
