@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -68,6 +69,16 @@ def test_every_package_is_pinned_exactly_with_hashes() -> None:
     assert lock.hashed == set(lock.pins)
     for name in ("torch", "triton", "flashinfer-python", "transformers", "pydantic", "pydantic-settings"):
         assert name in lock.pins
+
+
+def test_the_lock_script_writes_the_header_the_committed_lock_has() -> None:
+    """scripts/lock_image.py and gpt_oss_modal.image agree on the inputs (resolving needs the index: not here)."""
+    spec = importlib.util.spec_from_file_location("lock_image", ROOT / image.LOCK_SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    lock = image.lock_path(DEFAULT_VLLM)
+    uv = image.read_lock(lock).header["uv"]
+    assert lock.read_text().startswith(script.header(DEFAULT_VLLM, uv))
 
 
 def test_container_requirements_follow_pyproject() -> None:

@@ -28,7 +28,7 @@ VLLM_CACHE_DIR = "/root/.cache/vllm"
 # bumped, so `volumes clear vllm-cache` resets every one of them at once.
 COMPILE_CACHE_ENV = {
     # vLLM's torch.compile artefacts (and, while it compiles, the Inductor and Triton caches below it),
-    # FlashInfer's autotuning results.
+    # FlashInfer's autotuning results, DeepGEMM's JIT cache (unused by gpt-oss).
     "VLLM_CACHE_ROOT": VLLM_CACHE_DIR,
     # Triton kernels compiled outside torch.compile: the MXFP4 MoE on Hopper, Triton attention below it.
     "TRITON_CACHE_DIR": f"{VLLM_CACHE_DIR}/triton",
