@@ -15,8 +15,8 @@ is stale, and a config whose `vllm_version` has no lock cannot be deployed.
 JIT-compiles FlashInfer kernels with nvcc on some GPUs: on Blackwell (B200) vLLM picks FlashInfer for gpt-oss's
 attention and its TRT-LLM MXFP4 MoE, and with tensor parallelism on Hopper or Blackwell its compiled mode
 fuses all-reduce + RMSNorm with FlashInfer's communication kernels. flashinfer-python ships sources, not
-compiled kernels (no `flashinfer-jit-cache` on PyPI), so these compile at the first start and land in the
-cache volume. Triton kernels (the MXFP4 MoE on Hopper, attention below Hopper) need no toolkit: Triton
+compiled kernels (`flashinfer-jit-cache` is not on PyPI), so these compile at the first start, and the
+TRT-LLM cubins download at first use (no `flashinfer-cubin` 0.6.14 on PyPI); both land in the cache volume. Triton kernels (the MXFP4 MoE on Hopper, attention below Hopper) need no toolkit: Triton
 ships its own ptxas. CUDA 13 needs an NVIDIA driver >= 580 on the host.
 """
 
