@@ -79,6 +79,8 @@ class Model:
     experts_per_token: int
     sliding_window: int  # every other layer attends to this many tokens only
     max_context: int
+    # The Hugging Face commit the engine loads (`--revision`), so that a deploy next month serves the same
+    # weights, tokenizer and chat template as today. Sources are noted where each model is defined.
     revision: str = "main"
 
     @property
@@ -108,6 +110,9 @@ MODELS: dict[str, Model] = {
             experts_per_token=4,
             sliding_window=128,
             max_context=131072,
+            # The revision Modal's own gpt-oss example pins (modal-labs/modal-examples,
+            # 06_gpu_and_ml/llm-serving/gpt_oss_inference.py, MODEL_REVISION).
+            revision="d666cf3b67006cf8227666739edf25164aaffdeb",
         ),
         Model(
             id="openai/gpt-oss-120b",
@@ -123,6 +128,11 @@ MODELS: dict[str, Model] = {
             experts_per_token=4,
             sliding_window=128,
             max_context=131072,
+            # The snapshot public deployments pin and cache for openai/gpt-oss-120b (Hugging Face cache paths
+            # models--openai--gpt-oss-120b/snapshots/<this> in several repositories, and a test citing
+            # huggingface.co/api/models/openai/gpt-oss-120b/revision/<this>); its 15 safetensors shards
+            # total 65,248,893,184 bytes, the 60.8 GiB above.
+            revision="b5c939de8f754692c1647ca79fbf85e8c1e70f8a",
         ),
     )
 }

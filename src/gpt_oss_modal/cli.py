@@ -791,6 +791,48 @@ def chat(
             turn(text)
 
 
+# --- doctor ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(
+    model: ModelOpt = None,
+    gpu: GpuOpt = None,
+    boot: BootOpt = None,
+    fast_boot: FastBootOpt = None,
+    max_model_len: MaxLenOpt = None,
+    max_inputs: MaxInputsOpt = None,
+    gpu_memory_utilization: MemOpt = None,
+    prefix_caching: PrefixOpt = None,
+    dtype: DtypeOpt = None,
+    vllm_version: VllmOpt = None,
+    api_key_secret: KeySecretOpt = None,
+    config_file: ConfigFile = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """The container this config deploys, checked without calling Modal: image, lock, revision, volumes, command.
+
+    Exits 2 with one line when the config cannot be deployed, 1 when a check of the image fails.
+    """
+    from . import doctor as checkup
+
+    loaded = resolve(
+        config_file, model=model, gpu=gpu, boot=boot, fast_boot=fast_boot, max_model_len=max_model_len,
+        max_inputs=max_inputs, gpu_memory_utilization=gpu_memory_utilization, prefix_caching=prefix_caching,
+        dtype=dtype, vllm_version=vllm_version, api_key_secret=api_key_secret,
+    )  # fmt: skip
+    try:
+        report = checkup.report(loaded.config)
+    except ConfigError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        console.print(checkup.render(report), highlight=False, markup=False, soft_wrap=True)
+    if checkup.failed(report):
+        raise typer.Exit(1)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -22,6 +22,27 @@ Target = Literal["modal", "local-gpu", "local-cpu"]
 HF_CACHE_DIR = "/root/.cache/huggingface"
 VLLM_CACHE_DIR = "/root/.cache/vllm"
 
+# Every cache the engine's start-up writes, each in a directory of the vllm-cache volume, so that the next
+# cold container reads what the last one compiled (docs/cold-start.md lists them). One volume, because they
+# belong together: all are keyed by the versions that made them, and all go stale together when vLLM is
+# bumped, so `volumes clear vllm-cache` resets every one of them at once.
+COMPILE_CACHE_ENV = {
+    # vLLM's torch.compile artefacts (and, while it compiles, the Inductor and Triton caches below it),
+    # FlashInfer's autotuning results, DeepGEMM's JIT cache (unused by gpt-oss).
+    "VLLM_CACHE_ROOT": VLLM_CACHE_DIR,
+    # Triton kernels compiled outside torch.compile: the MXFP4 MoE on Hopper, Triton attention below it.
+    "TRITON_CACHE_DIR": f"{VLLM_CACHE_DIR}/triton",
+    "TORCHINDUCTOR_CACHE_DIR": f"{VLLM_CACHE_DIR}/inductor",
+    # FlashInfer keeps its JIT-compiled kernels and downloaded cubins under $FLASHINFER_WORKSPACE_BASE/.cache
+    # (Blackwell attention and MoE, the all-reduce fusion with tensor parallelism).
+    "FLASHINFER_WORKSPACE_BASE": f"{VLLM_CACHE_DIR}/flashinfer",
+    # CuTe-DSL (nvidia-cutlass-dsl, which vLLM and FlashInfer use for some Blackwell kernels) caches
+    # what it compiles in /tmp unless told otherwise.
+    "CUTE_DSL_CACHE_DIR": f"{VLLM_CACHE_DIR}/cute-dsl",
+    # The driver's cache of PTX it JIT-compiles for a GPU that a wheel has no machine code for.
+    "CUDA_CACHE_PATH": f"{VLLM_CACHE_DIR}/cuda-compute-cache",
+}
+
 # The CPU engine's KV cache, in GiB. vLLM's CPU build refuses to start when this does not fit in RAM,
 # and the tiny model needs little.
 CPU_KV_CACHE_GIB = 1
@@ -157,11 +178,10 @@ def build_command(
         env |= {
             "HF_HOME": HF_CACHE_DIR,
             "HF_XET_HIGH_PERFORMANCE": "1",  # faster first download of the weights into the volume
-            # torch.compile artefacts, Triton and Inductor kernels on the vllm-cache volume: a warm start
-            # skips compilation (see docs/performance.md).
-            "VLLM_CACHE_ROOT": VLLM_CACHE_DIR,
-            "TRITON_CACHE_DIR": f"{VLLM_CACHE_DIR}/triton",
-            "TORCHINDUCTOR_CACHE_DIR": f"{VLLM_CACHE_DIR}/inductor",
+            **COMPILE_CACHE_ENV,
+            # vLLM's own top-k/top-p sampler, not FlashInfer's: every GPU measurement in
+            # docs/performance.md ran this way, and it saves compiling FlashInfer's sampling kernels.
+            "VLLM_USE_FLASHINFER_SAMPLER": "0",
         }
     if cfg.snapshot and target == "modal":
         env["VLLM_SERVER_DEV_MODE"] = "1"

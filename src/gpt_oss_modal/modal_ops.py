@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import catalog, planner
+from . import catalog, image, planner
 from .config import CONFIG_JSON_ENV, ConfigError, DeployConfig
 
 APP_MODULE = "gpt_oss_modal.modal_app"
@@ -88,7 +88,11 @@ def check_deployable(cfg: DeployConfig) -> planner.Plan:
             "model: `tiny` runs on the local CPU engine only (gpt-oss-modal serve --local); "
             "deploy openai/gpt-oss-20b or openai/gpt-oss-120b to Modal"
         )
-    return planner.require_fit(cfg)
+    plan = planner.require_fit(cfg)
+    # The image installs the lock of cfg.vllm_version; without a current one there is no image to build.
+    if problem := image.lock_problem(cfg.vllm_version):
+        raise ConfigError(problem)
+    return plan
 
 
 def open_endpoint(cfg: DeployConfig) -> bool:
