@@ -51,7 +51,9 @@ def gpu_mem_mib(gpu: int) -> int:
 
 
 def status_of(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> int:
-    req = urllib.request.Request(url, headers=headers or {}, method=method, data=b"" if method == "POST" else None)
+    req = urllib.request.Request(
+        url, headers=headers or {}, method=method, data=b"" if method == "POST" else None
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status
@@ -72,7 +74,9 @@ class Steps:
         try:
             value = fn(*args, **kwargs)
         except Exception as e:
-            self.rows.append({"step": name, "s": round(time.monotonic() - t0, 2), "error": f"{type(e).__name__}: {e}"})
+            self.rows.append(
+                {"step": name, "s": round(time.monotonic() - t0, 2), "error": f"{type(e).__name__}: {e}"}
+            )
             print(f"  {name}: FAILED {e}", flush=True)
             raise
         self.rows.append({"step": name, "s": round(time.monotonic() - t0, 2)})
@@ -119,7 +123,9 @@ def main() -> int:
 
         oai = OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=120)
         msg = [{"role": "user", "content": "Say hello."}]
-        reply = steps("chat completion", oai.chat.completions.create, model="llm", messages=msg, max_tokens=32)
+        reply = steps(
+            "chat completion", oai.chat.completions.create, model="llm", messages=msg, max_tokens=32
+        )
         result["chat_tokens"] = reply.usage.completion_tokens
 
         def streamed() -> int:
@@ -150,7 +156,9 @@ def main() -> int:
         log.close()
     result["steps"] = steps.rows
     result["gpu_mem_mib_after_stop"] = gpu_mem_mib(a.gpu)
-    caches = {k: v for k, v in command.env.items() if k.endswith(("_CACHE_DIR", "_CACHE_ROOT", "HF_HOME", "_PATH"))}
+    caches = {
+        k: v for k, v in command.env.items() if k.endswith(("_CACHE_DIR", "_CACHE_ROOT", "HF_HOME", "_PATH"))
+    }
     result["cache_bytes"] = {k: dir_bytes(Path(v)) for k, v in caches.items() if v.startswith("/")}
     (a.out / "rehearsal.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k not in ("argv", "env")}, indent=1))
