@@ -126,8 +126,9 @@ web_server = {
 # `max_inputs` concurrent short ones, so the kernels the first real burst would compile on first use are
 # compiled before any user waits on them; it is bounded and logs what it did.
 #
-# Traffic must not arrive before that, and an open port does not mean ready: vLLM binds its socket
-# before the engine has even loaded the weights. What Modal 1.6 does in the container
+# Traffic must not arrive before that, and an open port does not mean ready: vLLM binds its port before
+# it loads the engine (it accepts connections once the engine is up), and even then the first burst would
+# compile kernels while users wait. What Modal 1.6 does in the container
 # (modal/_runtime/user_code_imports.py, construct_webhook_callable) is: run the `@modal.web_server`
 # function's body to completion, then wait for the port to accept TCP connections, then build the
 # proxy to it; only after that does the container start taking inputs (requests). The snapshot class
