@@ -15,6 +15,7 @@ seed's entry point, with no Modal token anywhere, get through the import and sto
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -32,7 +33,7 @@ modal = pytest.importorskip("modal")
 
 from modal._utils.async_utils import synchronizer  # noqa: E402
 
-from gpt_oss_modal import engine, modal_ops  # noqa: E402
+from gpt_oss_modal import auth, catalog, container, engine, modal_ops  # noqa: E402
 from gpt_oss_modal.config import CONFIG_JSON_ENV, ConfigError, DeployConfig, load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,6 +107,9 @@ def check_function(mod: Any, cfg: DeployConfig) -> None:
     assert mod.app.name == cfg.app_name
     # What the container will run is the command builder's output for this config, nothing else.
     assert mod.command == engine.build_command(cfg, target="modal")
+    assert info.memory_mib is None  # Modal's default: without snapshots the weights go to the GPU only
+    # The body (start, health, warm-up) must finish before Modal's startup timeout kills the container.
+    assert mod.budget.total < info.startup_timeout
 
 
 def test_20b_on_h100_defaults(load_app) -> None:
@@ -210,51 +214,141 @@ def test_seed_entry_re_exports_the_app(load_app, monkeypatch: pytest.MonkeyPatch
     assert "gpt_oss_modal" in raw(seed.serve)._spec.image._added_python_source_set
 
 
+# --- the container's side: a fresh interpreter with only GPT_OSS_CONFIG_JSON, and a stand-in `vllm` ----------
+
 FAKE_VLLM = textwrap.dedent(
     """\
     #!{python}
-    import json, os, sys
-    keys = {keys!r}
-    with open(os.environ["RECORD"], "w") as f:
-        json.dump({{"argv": sys.argv[1:], "env": {{k: os.environ.get(k) for k in keys}}}}, f)
+    # A stand-in `vllm serve` that really serves HTTP: records its argv, environment and every request, keeps
+    # a sleeping flag like vLLM's dev routes do, counts prompt words as tokens.
+    import http.server, json, os, sys, threading
+    record = os.environ["RECORD"]
+    port = int(sys.argv[sys.argv.index("--port") + 1])
+    state = {{"sleeping": False}}
+    lock = threading.Lock()
+    threading.Timer(120, os._exit, [9]).start()  # never outlive a test that forgot it
+
+    def log(entry):
+        with lock, open(record, "a") as f:
+            f.write(json.dumps(entry) + "\\n")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode() if length else ""
+            log({{"method": self.command, "path": self.path, "auth": self.headers.get("Authorization"),
+                  "dev": self.headers.get("X-GPT-OSS-Dev-Secret"), "body": body}})
+            path = self.path.partition("?")[0]
+            status, reply = 200, {{}}
+            if path == "/health" and os.environ.get("FAKE_NEVER_HEALTHY"):
+                status = 503
+            elif path == "/sleep":
+                state["sleeping"] = True
+            elif path == "/wake_up":
+                state["sleeping"] = False
+            elif path == "/is_sleeping":
+                reply = {{"is_sleeping": state["sleeping"]}}
+            elif path == "/v1/chat/completions":
+                words = len(json.loads(body)["messages"][0]["content"].split())
+                reply = {{"usage": {{"prompt_tokens": words}}}}
+            data = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        do_GET = do_POST = answer
+        def log_message(self, *args):
+            pass
+
+    keys = ["VLLM_SERVER_DEV_MODE", "GPT_OSS_DEV_ROUTES_SECRET", "VLLM_API_KEY", "PYTHONPATH", *{keys!r}]
+    log({{"argv": sys.argv[1:], "pid": os.getpid(), "env": {{k: os.environ.get(k) for k in keys}}}})
+    http.server.ThreadingHTTPServer.request_queue_size = 128  # a burst of max_inputs connects at once
+    http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
     """
 )
 
 
-def test_container_serve_starts_exactly_the_built_command(tmp_path: Path) -> None:
-    """A fresh interpreter with only GPT_OSS_CONFIG_JSON, as in the container, runs serve()."""
-    cfg = load_config({"model": "120b", "gpu": "H100:2", "max_inputs": 24, "api_key_secret": "k"}).config
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_in_container(tmp_path: Path, cfg: DeployConfig, script: str, **env: str) -> tuple[Any, list[dict]]:
+    """Run `script` in a fresh interpreter that has only GPT_OSS_CONFIG_JSON (as the container has) and a
+    stand-in `vllm` on PATH; the process and what the stand-in recorded (its start, then each request)."""
     expected = engine.build_command(cfg, target="modal")
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     fake = bin_dir / "vllm"
-    fake.write_text(
-        FAKE_VLLM.format(python=sys.executable, keys=[*expected.env, "PYTHONPATH", "VLLM_API_KEY"])
-    )
+    fake.write_text(FAKE_VLLM.format(python=sys.executable, keys=list(expected.env)))
     fake.chmod(0o755)
-    record = tmp_path / "record.json"
-    env = {
+    record = tmp_path / "record.jsonl"
+    full_env = {
         **clean_env(),
         CONFIG_JSON_ENV: cfg.to_json(),
-        "GPT_OSS_MODEL": "20b",  # ignored: the shipped JSON wins
-        "VLLM_API_KEY": "from-the-secret",
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "RECORD": str(record),
         "HOME": str(tmp_path),
+        **env,
     }
-    script = "import gpt_oss_modal.modal_app as m; m.serve.local()"  # the function body, run here
-    subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, check=True, timeout=60)
-    deadline = time.monotonic() + 30
-    while not record.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    seen = json.loads(record.read_text())
-    assert ["vllm", *seen["argv"]] == expected.argv
+    # Output to files, not pipes: the stand-in engine outlives the script (as on Modal) and would hold them.
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env=full_env,
+            cwd=tmp_path,
+            stdout=stdout,
+            stderr=stderr,
+            timeout=120,
+        )
+    r = subprocess.CompletedProcess(done.args, done.returncode, out.read_text(), err.read_text())
+    entries = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+    if entries:  # the function shape leaves the engine running, as Modal would: end it here
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(entries[0]["pid"], signal.SIGKILL)
+    return r, entries
+
+
+def test_container_serve_starts_the_built_command_and_returns_once_warm(tmp_path: Path) -> None:
+    """serve()'s body, run as Modal runs it: start exactly the built command, wait for health, warm up."""
+    cfg = load_config(
+        {"model": "120b", "gpu": "H100:2", "max_inputs": 24, "api_key_secret": "k", "port": free_port()}
+    ).config
+    expected = engine.build_command(cfg, target="modal")
+    script = "import gpt_oss_modal.modal_app as m; m.serve.local(); print('RETURNED', flush=True)"
+    r, entries = run_in_container(tmp_path, cfg, script, GPT_OSS_MODEL="20b", VLLM_API_KEY="from-the-secret")
+    assert r.returncode == 0 and "RETURNED" in r.stdout, r.stderr
+    started, requests = entries[0], entries[1:]
+    assert ["vllm", *started["argv"]] == expected.argv  # GPT_OSS_MODEL was ignored: the shipped JSON wins
     for key, value in expected.env.items():
-        assert seen["env"][key] == value
-    assert seen["env"]["VLLM_API_KEY"] == "from-the-secret"
-    first = seen["env"]["PYTHONPATH"].split(os.pathsep)[0]
-    # vLLM can import our modules by dotted path (the bearer-key middleware, gpt_oss_modal.auth).
+        assert started["env"][key] == value
+    assert started["env"]["VLLM_API_KEY"] == "from-the-secret"
+    first = started["env"]["PYTHONPATH"].split(os.pathsep)[0]
+    # vLLM can import our modules by dotted path (the auth middleware, gpt_oss_modal.auth).
     assert (Path(first) / "gpt_oss_modal" / "__init__.py").exists()
+    assert (
+        started["env"]["VLLM_SERVER_DEV_MODE"] is None and started["env"]["GPT_OSS_DEV_ROUTES_SECRET"] is None
+    )
+    # The body returned (so Modal may route traffic) only after health and the whole warm-up.
+    paths = [e["path"] for e in requests]
+    assert paths[0] == "/health"
+    chats = [json.loads(e["body"]) for e in requests if e["path"] == "/v1/chat/completions"]
+    assert len(chats) == 1 + cfg.max_inputs and set(paths) == {"/health", "/v1/chat/completions"}
+    long_prompt = chats[0]["messages"][0]["content"]
+    assert len(long_prompt.split()) == container.WARM_UP_PREFILL_TOKENS
+    assert {e["auth"] for e in requests} == {"Bearer from-the-secret"}
+    assert (
+        "warm-up: a 1,536-token prefill" in r.stderr
+        and f"{cfg.max_inputs}/{cfg.max_inputs} concurrent" in r.stderr
+    )
 
 
 # --- the real `modal` CLI, with no token anywhere -----------------------------------------------------
@@ -357,6 +451,13 @@ def check_snapshot_class(mod: Any, cfg: DeployConfig) -> None:
     assert mod.command == engine.build_command(cfg, target="modal")
     assert "--enable-sleep-mode" in mod.command.argv
     assert mod.command.env["VLLM_SERVER_DEV_MODE"] == "1"
+    assert auth.MIDDLEWARE in mod.command.argv  # the dev routes are closed under every auth setting
+    # Sleep level 1 keeps the weights in host RAM: the container asks for them plus headroom.
+    weights_mib = catalog.MODELS[cfg.model].weights_gib * 1024
+    assert info.memory_mib == container.snapshot_memory_mib(cfg) > weights_mib + 8 * 1024
+    # The pre-snapshot hook (start, health, warm-up, sleep) ends strictly before the startup timeout.
+    assert mod.budget.total + mod.budget.margin == pytest.approx(info.startup_timeout)
+    assert 0 < mod.budget.ready and mod.budget.total < info.startup_timeout
     assert repr(mod.web_endpoint()) == f"Method({modal_ops.SERVER_CLASS}.{modal_ops.SERVE_FUNCTION})"
 
 
@@ -365,14 +466,14 @@ def test_snapshot_20b_on_h100_is_a_class_with_gpu_snapshots(load_app) -> None:
     check_snapshot_class(mod, DeployConfig(model="20b", gpu="H100", snapshot=True))
 
 
-def test_snapshot_120b_on_two_h100_with_key_region_and_settings(load_app) -> None:
+def test_snapshot_120b_with_key_region_and_settings(load_app) -> None:
     settings = {
-        "model": "120b", "gpu": "H100:2", "snapshot": "1", "max_inputs": "16", "scaledown_window": "120",
+        "model": "120b", "gpu": "H100", "snapshot": "1", "max_inputs": "16", "scaledown_window": "120",
         "region": "us-east", "api_key_secret": "gpt-oss-key",
     }  # fmt: skip
     mod = load_app(**settings)
     cfg = DeployConfig(
-        model="120b", gpu="H100:2", snapshot=True, max_inputs=16, scaledown_window=120, region="us-east",
+        model="120b", gpu="H100", snapshot=True, max_inputs=16, scaledown_window=120, region="us-east",
         api_key_secret="gpt-oss-key",
     )  # fmt: skip
     check_snapshot_class(mod, cfg)
@@ -381,6 +482,40 @@ def test_snapshot_120b_on_two_h100_with_key_region_and_settings(load_app) -> Non
         "Secret.from_dict([GPT_OSS_CONFIG_JSON])",
         "modal.Secret.from_name('gpt-oss-key')",
     ]
+    assert info.memory_mib >= 60.8 * 1024  # 120b's weights, asleep in host RAM
+    # A rotated key reaches restored containers only after a redeploy: deploy says so.
+    notice = container.snapshot_key_notice(cfg)
+    assert "gpt-oss-key" in notice and "deploy again" in notice
+
+
+def test_snapshot_key_notice_only_with_both() -> None:
+    assert container.snapshot_key_notice(DeployConfig(snapshot=True)) is None
+    assert container.snapshot_key_notice(DeployConfig(api_key_secret="k")) is None
+    assert container.snapshot_key_notice(DeployConfig(snapshot=True, api_key_secret="k"))
+
+
+def test_snapshot_with_several_gpus_is_refused(load_app) -> None:
+    with pytest.raises(ConfigError, match="snapshot: GPU snapshots of 2 GPUs are not supported"):
+        load_app(model="120b", gpu="H100:2", snapshot="true")
+
+
+def test_snapshot_with_several_gpus_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    env = {**clean_env(), "GPT_OSS_SNAPSHOT": "1", "GPT_OSS_GPU": "H200:2", "HOME": str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, "-m", "gpt_oss_modal.cli", "config"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "snapshot" in r.stderr and "one GPU" in r.stderr
+
+
+@pytest.mark.parametrize("snapshot", [False, True])
+def test_every_startup_timeout_leaves_each_step_a_share_and_a_margin(snapshot: bool) -> None:
+    for timeout in [30, 31, 45, 60, 120, 600, 1200, 2400, 3600, 10800]:  # the range config allows
+        b = container.startup_budget(timeout, snapshot=snapshot)
+        assert min(b.ready, b.warm_up, b.margin, b.wake) > 0 and (b.sleep > 0) == snapshot
+        assert b.total < timeout and b.total + b.margin == pytest.approx(timeout)
+        assert b.wake <= b.ready
 
 
 def test_snapshot_public_endpoint(load_app) -> None:
@@ -399,37 +534,6 @@ def test_seed_entry_re_exports_the_snapshot_class(load_app) -> None:
     assert service_function(seed.Server)._source_info.module_name == "gpt_oss_modal.modal_app"
 
 
-FAKE_SLEEPY_VLLM = textwrap.dedent(
-    """\
-    #!{python}
-    # A stand-in `vllm serve`: records its argv and every request (method, path, Authorization).
-    import http.server, json, os, sys
-    record = os.environ["RECORD"]
-    port = int(sys.argv[sys.argv.index("--port") + 1])
-
-    def log(entry):
-        with open(record, "a") as f:
-            f.write(json.dumps(entry) + "\\n")
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def answer(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length).decode() if length else ""
-            log({{"method": self.command, "path": self.path, "auth": self.headers.get("Authorization"),
-                  "body": body}})
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(b"{{}}")
-        do_GET = do_POST = answer
-        def log_message(self, *args):
-            pass
-
-    log({{"argv": sys.argv[1:], "dev_mode": os.environ.get("VLLM_SERVER_DEV_MODE")}})
-    http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
-    """
-)
-
 RUN_HOOKS = textwrap.dedent(
     """\
     import gpt_oss_modal.modal_app as m
@@ -441,67 +545,48 @@ RUN_HOOKS = textwrap.dedent(
     print("SNAPSHOT", flush=True)
     find(user_cls, F.ENTER_POST_SNAPSHOT)["wake_up"].raw_f(server)  # after a restore
     find(user_cls, F.EXIT)["stop"].raw_f(server)
-    server.engine.wait(10)
+    print("STOPPED", server.engine.process.returncode, flush=True)
     """
 )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("key", [None, "from-the-secret"], ids=["no-key", "bearer-key"])
 def test_snapshot_hooks_start_warm_sleep_then_wake(tmp_path: Path, key: str | None) -> None:
     """In a fresh interpreter with only GPT_OSS_CONFIG_JSON, as in the container, run the hooks in order."""
-    settings: dict[str, Any] = {"snapshot": True, "port": free_port()}
+    settings: dict[str, Any] = {"snapshot": True, "port": free_port(), "max_inputs": 4}
     if key:
         settings["api_key_secret"] = "k"
     cfg = load_config(settings).config
     expected = engine.build_command(cfg, target="modal")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "vllm"
-    fake.write_text(FAKE_SLEEPY_VLLM.format(python=sys.executable))
-    fake.chmod(0o755)
-    record = tmp_path / "record.jsonl"
-    env = {
-        **clean_env(),
-        CONFIG_JSON_ENV: cfg.to_json(),
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "RECORD": str(record),
-        "HOME": str(tmp_path),
-        **({"VLLM_API_KEY": key} if key else {}),
-    }
-    r = subprocess.run(
-        [sys.executable, "-c", RUN_HOOKS],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    r, entries = run_in_container(tmp_path, cfg, RUN_HOOKS, **({"VLLM_API_KEY": key} if key else {}))
     assert r.returncode == 0, r.stderr
-    entries = [json.loads(line) for line in record.read_text().splitlines()]
+    assert "STOPPED -15" in r.stdout  # stop() ended it with SIGTERM
     started, requests = entries[0], entries[1:]
-    assert ["vllm", *started["argv"]] == expected.argv and started["dev_mode"] == "1"
+    assert ["vllm", *started["argv"]] == expected.argv and started["env"]["VLLM_SERVER_DEV_MODE"] == "1"
+    assert auth.MIDDLEWARE in started["argv"]  # dev mode never runs without the middleware
     calls = [(e["method"], e["path"]) for e in requests]
-    # Health, one warm-up request, sleep (then the snapshot), wake-up, health again.
+    chat = ("POST", "/v1/chat/completions")
+    # Health, the warm-up (one long prompt, then max_inputs at once), sleep (then the snapshot), wake-up.
     assert calls == [
         ("GET", "/health"),
-        ("POST", "/v1/chat/completions"),
+        *[chat] * (1 + cfg.max_inputs),
         ("POST", "/sleep?level=1"),
+        ("GET", "/is_sleeping"),
         ("POST", "/wake_up"),
         ("GET", "/health"),
+        ("GET", "/is_sleeping"),
     ]
+    assert "SNAPSHOT" in r.stdout and r.stdout.index("SNAPSHOT") < r.stdout.index("STOPPED")
     warm = json.loads(requests[1]["body"])
     assert warm["model"] == "llm" and warm["max_tokens"] > 0
-    # The bearer-key middleware guards every route, /sleep and /wake_up included: every call sends it.
+    # The bearer key (when configured) on every call; the dev-route secret on dev routes only. It is the
+    # one vLLM got in its environment, fresh and random, and never on the command line or in the output.
     assert {e["auth"] for e in requests} == {f"Bearer {key}" if key else None}
+    secret = started["env"]["GPT_OSS_DEV_ROUTES_SECRET"]
+    assert secret and len(secret) >= 32
+    assert {e["dev"] for e in requests if auth.is_dev_route(e["path"])} == {secret}
+    assert {e["dev"] for e in requests if not auth.is_dev_route(e["path"])} == {None}
+    assert secret not in " ".join(started["argv"]) and secret not in r.stdout + r.stderr
 
 
 def test_snapshot_start_fails_at_once_when_the_engine_dies(tmp_path: Path) -> None:
@@ -527,6 +612,17 @@ def test_snapshot_start_fails_at_once_when_the_engine_dies(tmp_path: Path) -> No
     )
     assert r.returncode != 0 and "SNAPSHOT" not in r.stdout
     assert "vLLM exited with code 3 before it was ready" in r.stderr
+
+
+def test_snapshot_start_gives_up_inside_the_startup_timeout(tmp_path: Path) -> None:
+    """An engine that never gets healthy: the pre-snapshot hook gives up with its own error, after its
+    budget, which is strictly inside the startup timeout that Modal would kill the container at."""
+    cfg = load_config({"snapshot": True, "port": free_port(), "startup_timeout": 30}).config
+    budget = container.startup_budget(30, snapshot=True)
+    r, entries = run_in_container(tmp_path, cfg, RUN_HOOKS, FAKE_NEVER_HEALTHY="1")
+    assert r.returncode != 0 and "SNAPSHOT" not in r.stdout
+    assert f"did not answer 200 within {budget.ready:.0f} s" in r.stderr
+    assert {e["path"] for e in entries[1:]} == {"/health"}  # no warm-up, no sleep on an engine not ready
 
 
 @pytest.mark.parametrize(

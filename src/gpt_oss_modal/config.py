@@ -298,6 +298,14 @@ class DeployConfig(BaseSettings):
                     f"gpu: {self.gpu_count} GPUs means tensor-parallel size {self.gpu_count}, which must divide "
                     f"the model's {heads} attention heads; use 1, 2, 4 or 8 GPUs"
                 )
+        if self.snapshot and self.gpu_count > 1:
+            # Unrehearsed: CUDA checkpointing cannot save the IPC memory that tensor-parallel custom
+            # all-reduce and NCCL P2P share between the GPUs.
+            raise ValueError(
+                f"snapshot: GPU snapshots of {self.gpu_count} GPUs are not supported yet (CUDA checkpointing "
+                "cannot save the memory tensor parallelism shares between GPUs); use one GPU (120b fits one "
+                "H100) or snapshot = false"
+            )
         if self.public and (self.api_key_secret or self.api_key):
             raise ValueError("public: a public endpoint takes no API key; drop --public or the key")
         if not self.proxy_auth and not self.public and not self.api_key_secret:

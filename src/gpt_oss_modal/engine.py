@@ -161,16 +161,18 @@ def build_command(
         argv.append("--enforce-eager")
     else:
         argv += ["--compilation-config", json.dumps(compilation, separators=(",", ":"))]
-    if cfg.snapshot and target == "modal":
+    dev_mode = cfg.snapshot and target == "modal"
+    if dev_mode:
         # Sleep mode lets the container offload weights and drop the KV cache before Modal snapshots it,
         # and wake up after restore; the /sleep and /wake_up routes exist only in vLLM's dev mode.
         argv.append("--enable-sleep-mode")
     secret_env: dict[str, str] = {}
-    if target == "modal" and cfg.api_key_secret:
-        argv += ["--middleware", auth.MIDDLEWARE]  # VLLM_API_KEY comes from the Modal Secret
-    elif target != "modal" and cfg.api_key is not None:
-        argv += ["--middleware", auth.MIDDLEWARE]
+    if target != "modal" and cfg.api_key is not None:
         secret_env[auth.ENV_VAR] = cfg.api_key.get_secret_value()
+    # One middleware for both locks: the bearer key on every route (on Modal, VLLM_API_KEY comes from the
+    # Secret), and dev mode's routes closed to all but the container's own hooks, under every auth setting.
+    if (cfg.api_key_secret if target == "modal" else secret_env) or dev_mode:
+        argv += ["--middleware", auth.MIDDLEWARE]
     argv += cfg.extra_vllm_args
 
     env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
@@ -183,7 +185,7 @@ def build_command(
             # docs/performance.md ran this way, and it saves compiling FlashInfer's sampling kernels.
             "VLLM_USE_FLASHINFER_SAMPLER": "0",
         }
-    if cfg.snapshot and target == "modal":
+    if dev_mode:
         env["VLLM_SERVER_DEV_MODE"] = "1"
     if target == "local-cpu":
         env |= {

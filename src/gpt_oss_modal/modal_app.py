@@ -6,26 +6,18 @@ temporary server and smoke-tests it; `modal deploy` keeps it.
 
     gpt-oss-modal run / deploy ...                 # flags, env and gpt-oss-modal.toml, checked first
     modal deploy -m gpt_oss_modal.modal_app        # the same app, config from env and TOML only
-    modal deploy modal/gpt_oss_inference.py        # the seed's entry point, which re-exports this app
+    modal deploy modal/gpt_oss_inference.py        # the original entry point, which re-exports this app
 
 Nothing here writes a vLLM flag: `engine.build_command` is the one place that does, for Modal and for
 the local runners alike.
 """
 
-import json
 import os
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Mapping
-from pathlib import Path
 
-import gpt_oss_modal
 import modal
-from gpt_oss_modal import auth, engine, modal_ops
-from gpt_oss_modal.config import CONFIG_JSON_ENV, SERVED_MODEL_NAME, load_config
+from gpt_oss_modal import container, engine, modal_ops
+from gpt_oss_modal.config import CONFIG_JSON_ENV, load_config
 from gpt_oss_modal.image import build_image, image_spec
 
 MINUTES = 60  # seconds
@@ -93,22 +85,21 @@ if modal.is_local() and modal_ops.open_endpoint(cfg) and CONFIG_JSON_ENV not in 
 
 # ## The server
 #
-# One container per replica runs one `vllm serve`; Modal waits (up to the startup timeout: weights
-# download + compile on a cold start) for its port to accept connections, and routes HTTP requests to it
-# from then on. Every replica, whichever of the two shapes below it takes, gets the same settings:
+# One container per replica runs one `vllm serve`. Every replica, whichever of the two shapes below it
+# takes, gets the same settings:
 #
 # - `gpu`: a Modal GPU string such as `H100` or `H100:2`; the count is vLLM's tensor-parallel size.
 # - `@modal.concurrent(max_inputs=...)`: requests one container takes at once, equal to vLLM's
 #   `--max-num-seqs` so that Modal scales out exactly when the engine's batch is full.
 # - `scaledown_window`: how long an idle container stays up (and billed) before Modal scales to zero.
 # - `timeout`: the longest a single request may run; `startup_timeout`: the longest a container may take
-#   to come up, the same budget the web server gets to open its port.
+#   to come up (weights download + compile on a cold start).
 # - `include_source=False`: `add_local_python_source` above already ships the package; Modal must not
 #   add a second copy of it.
 
 app = modal.App(cfg.app_name, include_source=False)
 
-container = {
+replica = {
     "image": image,
     "gpu": cfg.gpu,
     "scaledown_window": cfg.scaledown_window,
@@ -124,118 +115,98 @@ web_server = {
     "requires_proxy_auth": cfg.requires_proxy_auth,
 }
 
+# ### Ready means warmed up
+#
+# The steps of a start-up are plain functions in `gpt_oss_modal.container` (they run the same outside
+# Modal): start vLLM, wait for /health, warm up. The warm-up sends one long prompt and one burst of
+# `max_inputs` concurrent short ones, so the kernels the first real burst would compile on first use are
+# compiled before any user waits on them; it is bounded and logs what it did.
+#
+# Traffic must not arrive before that, and an open port does not mean ready: vLLM binds its port before
+# it loads the engine (it accepts connections once the engine is up), and even then the first burst would
+# compile kernels while users wait. What Modal 1.6 does in the container
+# (modal/_runtime/user_code_imports.py, construct_webhook_callable) is: run the `@modal.web_server`
+# function's body to completion, then wait for the port to accept TCP connections, then build the
+# proxy to it; only after that does the container start taking inputs (requests). The snapshot class
+# runs its `@modal.enter` hooks even before that. So a body (or hook) that returns only once the engine
+# is healthy and warm is what keeps every request out until then.
+#
+# Every step gets a share of the startup timeout (`container.startup_budget`), strictly inside it, so a
+# step that hangs fails with a message of ours before Modal kills the container.
 
-def engine_env(base: Mapping[str, str]) -> dict[str, str]:
-    """The engine's environment: the container's, plus build_command's, plus the package on PYTHONPATH."""
-    package_parent = str(Path(gpt_oss_modal.__file__).resolve().parent.parent)
-    pythonpath = os.pathsep.join(p for p in (package_parent, base.get("PYTHONPATH", "")) if p)
-    return {**base, **command.env, "PYTHONPATH": pythonpath}
+budget = container.startup_budget(cfg.effective_startup_timeout(), snapshot=cfg.snapshot)
 
 
-def start_engine() -> subprocess.Popen:
-    # The image already has command.env; merging it again keeps build_command the authority even if a
-    # Secret set one of the same names. VLLM_API_KEY, when configured, arrives through os.environ from
-    # its Secret. vLLM loads our bearer-key middleware (gpt_oss_modal.auth) by import path, and the
-    # `vllm` console script does not see the directory Modal mounted the package in: put it on PYTHONPATH.
-    return subprocess.Popen(command.argv, env=engine_env(os.environ))
+def start_warm() -> container.Engine:
+    """Start vLLM and return once it is healthy and warmed up."""
+    running = container.start_engine(cfg, command)
+    container.wait_ready(running, budget.ready)
+    container.warm_up(running, budget.warm_up)
+    return running
 
 
 # ### Without snapshots: a function
 #
-# `serve` starts vLLM in the background and returns; Modal does the waiting. Every cold start pays the
-# whole start-up: weights from the volume into the GPU, torch.compile (mostly from the cache volume),
-# CUDA-graph capture (docs/cold-start.md has the arithmetic).
+# Every cold start pays the whole start-up: weights from the volume into the GPU, torch.compile (mostly
+# from the cache volume), CUDA-graph capture, warm-up (docs/cold-start.md has the arithmetic).
 
 if not cfg.snapshot:
 
-    @app.function(**container)
+    @app.function(**replica)
     @modal.concurrent(max_inputs=cfg.max_inputs)
     @modal.web_server(**web_server)
     def serve() -> None:
-        start_engine()
+        start_warm()
 
 
 # ### With snapshots: a class that starts once, sleeps, and is restored from then on
 #
 # `snapshot = true` asks Modal for a memory snapshot that includes the GPU's memory (an alpha feature:
 # `experimental_options={"enable_gpu_snapshot": True}`), taken after the `@modal.enter(snap=True)` hook
-# returns. That hook does the whole expensive start once: starts vLLM, waits for /health, sends one
-# request so that every lazy initialisation has run, then puts the engine to sleep (`POST /sleep?level=1`:
-# the weights move to CPU memory and the KV cache is freed, so the snapshot holds a few GiB of GPU
-# memory, not all of it). Later cold starts restore that state instead, and the `snap=False` hook only
-# wakes the engine (`POST /wake_up`: the weights go back to the GPU, the KV cache is allocated again).
-# build_command added `--enable-sleep-mode` and VLLM_SERVER_DEV_MODE=1, which enables those two routes.
+# returns. That hook does the whole expensive start once: starts vLLM, waits for /health, warms up, then
+# puts the engine to sleep (`POST /sleep?level=1`: the weights move to host memory and the KV cache is
+# freed, so the snapshot holds a few GiB of GPU memory, not all of it). Later cold starts restore that
+# state instead, and the `snap=False` hook only wakes the engine (`POST /wake_up`: the weights go back to
+# the GPU, the KV cache is allocated again). The web server method has nothing left to do.
 #
-# Modal snapshots deployed apps only: under `modal run` both hooks run on every start. The bearer-key
-# middleware guards /sleep and /wake_up like every other route, so the hooks send the key too.
-
-ENGINE_URL = f"http://127.0.0.1:{cfg.port}"
-WARM_UP_PROMPT = "Say hello in one short sentence."
-WAKE_TIMEOUT = 5 * MINUTES  # weights back from CPU memory: seconds, not minutes
-
-
-def engine_request(method: str, path: str, body: dict | None = None, timeout: float = 5 * MINUTES) -> bytes:
-    """One request to the engine inside this container, with the bearer key when one is configured."""
-    headers = {"Content-Type": "application/json"}
-    key = os.environ.get(auth.ENV_VAR)
-    if cfg.api_key_secret and key:
-        headers["Authorization"] = f"Bearer {key}"
-    data = json.dumps(body).encode() if body is not None else b"" if method == "POST" else None
-    request = urllib.request.Request(ENGINE_URL + path, data=data, headers=headers, method=method)
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.read()
-
-
-def wait_ready(process: subprocess.Popen, timeout: float) -> None:
-    """Poll /health until the engine answers 200; fail at once if it exited."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vLLM exited with code {process.returncode} before it was ready")
-        try:
-            engine_request("GET", "/health", timeout=5)
-            return
-        except (urllib.error.URLError, OSError):
-            time.sleep(1)
-    raise TimeoutError(f"vLLM was not healthy within {timeout:.0f} s")
-
-
-def warm_up() -> None:
-    engine_request(
-        "POST",
-        "/v1/chat/completions",
-        {
-            "model": SERVED_MODEL_NAME,
-            "messages": [{"role": "user", "content": WARM_UP_PROMPT}],
-            "max_tokens": 16,
-        },
-    )
-
+# - `memory`: the weights sit in host RAM while the engine sleeps (60.8 GiB for 120b), so the container
+#   asks for that much plus headroom (`container.snapshot_memory_mib`).
+# - /sleep and /wake_up exist only in vLLM's dev mode (build_command sets VLLM_SERVER_DEV_MODE=1 and
+#   `--enable-sleep-mode`), which also serves /collective_rpc and other routes no caller should reach.
+#   `start_engine` gives vLLM a random secret for this container, and the auth middleware answers every
+#   dev route with a 404 unless the request carries it; only these hooks have it. They send the bearer
+#   key too, when one is configured.
+# - The bearer key is read when vLLM starts, before the snapshot: a key rotated in the Secret reaches
+#   restored containers only after a redeploy (`container.snapshot_key_notice`).
+#
+# Modal snapshots deployed apps only: under `modal run` both hooks run on every start.
 
 if cfg.snapshot:
 
-    @app.cls(**container, enable_memory_snapshot=True, experimental_options={"enable_gpu_snapshot": True})
+    @app.cls(
+        **replica,
+        memory=container.snapshot_memory_mib(cfg),
+        enable_memory_snapshot=True,
+        experimental_options={"enable_gpu_snapshot": True},
+    )
     @modal.concurrent(max_inputs=cfg.max_inputs)
     class Server:
         @modal.enter(snap=True)
         def start(self) -> None:
-            self.engine = start_engine()
-            wait_ready(self.engine, timeout=cfg.effective_startup_timeout())
-            warm_up()
-            engine_request("POST", "/sleep?level=1")
+            self.engine = start_warm()
+            container.sleep(self.engine, budget.sleep)
 
         @modal.enter(snap=False)
         def wake_up(self) -> None:
-            engine_request("POST", "/wake_up")
-            wait_ready(self.engine, timeout=WAKE_TIMEOUT)
+            container.wake(self.engine, budget.wake)
 
         @modal.web_server(**web_server)
         def serve(self) -> None:
-            pass  # the engine is already listening: the enter hooks started (or woke) it
+            pass  # the hooks above already started (or woke) the engine and warmed it up
 
         @modal.exit()
         def stop(self) -> None:
-            self.engine.terminate()
+            container.stop(self.engine)
 
 
 def web_endpoint() -> modal.Function:
