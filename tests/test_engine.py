@@ -173,3 +173,11 @@ def test_snapshot_mode_enables_sleep_on_modal_only() -> None:
     assert "--enable-sleep-mode" in modal_cmd.argv and modal_cmd.env["VLLM_SERVER_DEV_MODE"] == "1"
     local = build_command(cfg, target="local-gpu")
     assert "--enable-sleep-mode" not in local.argv and "VLLM_SERVER_DEV_MODE" not in local.env
+
+
+def test_responses_store_is_off_unless_asked_for() -> None:
+    for target in ("modal", "local-gpu", "local-cpu"):
+        kw = {"model": "tiny"} if target == "local-cpu" else {}
+        assert "VLLM_ENABLE_RESPONSES_API_STORE" not in build_command(DeployConfig(**kw), target=target).env
+        cmd = build_command(DeployConfig(responses_store=True, **kw), target=target)
+        assert cmd.env["VLLM_ENABLE_RESPONSES_API_STORE"] == "1"
