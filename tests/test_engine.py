@@ -189,3 +189,11 @@ def test_boot_modes_and_the_original_fast_boot(monkeypatch: pytest.MonkeyPatch) 
     fast = build_command(load_config().config).argv
     assert "--enforce-eager" not in fast
     assert json.loads(flag(fast, "--compilation-config"))["cudagraph_mode"] == "FULL_DECODE_ONLY"
+
+
+def test_responses_store_is_off_unless_asked_for() -> None:
+    for target in ("modal", "local-gpu", "local-cpu"):
+        kw = {"model": "tiny"} if target == "local-cpu" else {}
+        assert "VLLM_ENABLE_RESPONSES_API_STORE" not in build_command(DeployConfig(**kw), target=target).env
+        cmd = build_command(DeployConfig(responses_store=True, **kw), target=target)
+        assert cmd.env["VLLM_ENABLE_RESPONSES_API_STORE"] == "1"

@@ -108,6 +108,13 @@ class DeployConfig(BaseSettings):
         description="Modal memory + GPU snapshot of a started, sleeping engine (vLLM sleep mode): later cold "
         "starts restore it instead of loading and compiling again. Uses Modal's experimental GPU snapshots.",
     )
+    responses_store: bool = Field(
+        False,
+        description="Keep Responses API results in the engine's memory (vLLM's "
+        "VLLM_ENABLE_RESPONSES_API_STORE), so `previous_response_id`, `GET /v1/responses/{id}` and the Agents "
+        "SDK's response chaining work. Nothing is ever evicted: memory grows with every stored response until "
+        "the container stops, and each container has its own store (docs/clients.md).",
+    )
     # NoDecode: from the environment this is shell words (or a JSON list), parsed by the validator below.
     extra_vllm_args: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra flags appended to `vllm serve`, for what this tool lacks."

@@ -187,6 +187,9 @@ def build_command(
         }
     if dev_mode:
         env["VLLM_SERVER_DEV_MODE"] = "1"
+    if cfg.responses_store:
+        # Off by default: vLLM's store is an in-memory dict that never evicts anything.
+        env["VLLM_ENABLE_RESPONSES_API_STORE"] = "1"
     if target == "local-cpu":
         env |= {
             "VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GIB),
