@@ -26,11 +26,9 @@ import argparse
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,14 +99,6 @@ def gpu_mem_mib(gpu: int) -> int:
     return int(out.stdout.strip() or -1)
 
 
-def health(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 def bench(
     port: int, out: Path, *, concurrency: int, input_len: int, output_len: int, requests=None, duration=None
 ):
@@ -169,25 +159,16 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
     result["cache_was_warm"] = cache.exists()
     result["argv"] = command.argv
     print(f"=== {time.strftime('%T')} {name}: {command.shell()}", flush=True)
-    log = open(d / "server.log", "w")
     t0 = time.monotonic()
-    proc = subprocess.Popen(
-        command.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    # The container's own launcher, with vLLM's log sent to a file.
+    launcher = ["bash", "-c", 'exec "$@" >"$0" 2>&1', str(d / "server.log"), *command.argv]
+    eng = container.start_engine(cfg, command, base_env=env, argv=launcher)
     try:
-        while not health(port):
-            if proc.poll() is not None:
-                raise RuntimeError(f"vllm exited with {proc.returncode}")
-            if time.monotonic() > deadline - 20:
-                raise TimeoutError("deadline before /health")
-            time.sleep(0.5)
-        result["startup_s"] = round(time.monotonic() - t0, 1)
-        print(f"  /health after {result['startup_s']} s", flush=True)
+        result["startup_s"] = round(container.wait_ready(eng, max(30.0, deadline - time.monotonic() - 20)), 1)
         if spec.warm_up:
-            t1 = time.monotonic()
-            container.warm_up(f"http://127.0.0.1:{port}", cfg, api_key=None)
-            result["warm_up_s"] = round(time.monotonic() - t1, 1)
-            print(f"  warm-up {result['warm_up_s']} s", flush=True)
+            w = container.warm_up(eng, container.WARM_UP_MAX_S)
+            result["warm_up_s"] = round(w.seconds, 1)
+            result["warm_up"] = w.summary()
         result["ready_s"] = round(time.monotonic() - t0, 1)
         if spec.bursts:
             for label in ("first_burst", "second_burst"):
@@ -222,15 +203,7 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
         result["error"] = f"{type(e).__name__}: {e}"
         print(f"  error: {result['error']}", flush=True)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        log.close()
+        container.stop(eng)
     text = (d / "server.log").read_text(errors="replace").replace("\r", "\n")
     for key, pattern in LOG_FIGURES.items():
         found = re.findall(pattern, text)

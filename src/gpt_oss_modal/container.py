@@ -229,12 +229,16 @@ def call(
 # --- warm-up --------------------------------------------------------------------------------------------
 
 WARM_UP_PREFILL_TOKENS = 1536  # one long prompt: the prefill kernels a 1-2k-token prompt uses
+# The burst's prompts are long too: max_inputs of them fill whole chunked-prefill batches (thousands of
+# tokens in one step), the batch shapes a real first burst meets and whose MoE kernels Triton compiles on
+# first use. Each starts differently, so prefix caching cannot skip the work.
+WARM_UP_BURST_PROMPT_TOKENS = 1024
 WARM_UP_MAX_TOKENS = 8  # short replies: enough decode steps for every decode batch size to run
 
 
 @dataclass(frozen=True)
 class WarmUp:
-    """What the warm-up did: one long prefill, then `burst` concurrent short requests."""
+    """What the warm-up did: one long prefill, then `burst` concurrent ~1k-token requests."""
 
     seconds: float
     prefill_tokens: int  # prompt tokens of the long request, as the server counted them (0: it failed)
@@ -273,10 +277,11 @@ def warm_up(
     *,
     prefill_tokens: int = WARM_UP_PREFILL_TOKENS,
     burst: int | None = None,
+    burst_prompt_tokens: int = WARM_UP_BURST_PROMPT_TOKENS,
     log: Log = log,
 ) -> WarmUp:
     """Run what the first real burst would compile: one long prefill, then `burst` (default max_inputs)
-    concurrent short requests, within `budget` seconds in all.
+    concurrent requests with ~1k-token prompts and short replies, within `budget` seconds in all.
 
     Bounded: every request's timeout is what is left of the budget; when it runs out the rest is abandoned
     (closing the connections makes vLLM abort those requests) and start-up goes on. Failures are logged and
@@ -316,7 +321,8 @@ def warm_up(
         if finished and burst:
             t = time.monotonic()
             pool = ThreadPoolExecutor(max_workers=burst, thread_name_prefix="warm-up")
-            bodies = [_chat(f"Count to {i + 1}.", WARM_UP_MAX_TOKENS) for i in range(burst)]
+            words = max(1, min(burst_prompt_tokens, engine.max_model_len // 4) - 8)
+            bodies = [_chat(f"Request {i + 1}:" + " warm" * words, WARM_UP_MAX_TOKENS) for i in range(burst)]
             futures = [pool.submit(post, body) for body in bodies]
             done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 1.0)
             for future in done:

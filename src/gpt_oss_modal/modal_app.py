@@ -119,7 +119,7 @@ web_server = {
 #
 # The steps of a start-up are plain functions in `gpt_oss_modal.container` (they run the same outside
 # Modal): start vLLM, wait for /health, warm up. The warm-up sends one long prompt and one burst of
-# `max_inputs` concurrent short ones, so the kernels the first real burst would compile on first use are
+# `max_inputs` concurrent ~1k-token ones with short replies, so the kernels the first real burst would compile on first use are
 # compiled before any user waits on them; it is bounded and logs what it did.
 #
 # Traffic must not arrive before that, and an open port does not mean ready: vLLM binds its port before
