@@ -191,3 +191,14 @@ def test_snapshot_mode_enables_sleep_on_modal_only() -> None:
     assert "--enable-sleep-mode" in modal_cmd.argv and modal_cmd.env["VLLM_SERVER_DEV_MODE"] == "1"
     local = build_command(cfg, target="local-gpu")
     assert "--enable-sleep-mode" not in local.argv and "VLLM_SERVER_DEV_MODE" not in local.env
+
+
+def test_a_model_revision_is_passed_to_vllm_unless_it_is_main() -> None:
+    pinned = "0123456789abcdef0123456789abcdef01234567"
+    cfg = DeployConfig(model="20b", model_revision=pinned)
+    assert flag(build_command(cfg).argv, "--revision") == pinned
+    assert flag(build_command(cfg, target="local-gpu").argv, "--revision") == pinned
+    assert "--revision" not in build_command(DeployConfig(model="20b")).argv  # the catalog's "main"
+    assert "--revision" not in build_command(DeployConfig(model="20b", model_revision="main")).argv
+    tiny = DeployConfig(model="tiny", model_revision=pinned)
+    assert "--revision" not in build_command(tiny, target="local-cpu", model_path="/ckpt").argv

@@ -112,6 +112,10 @@ class DeployConfig(BaseSettings):
         "needs (fast decode, moderate start-up). `fast`: eager mode (quickest start-up, much slower decode). "
         "FAST_BOOT=1 (the original gpt_oss_inference.py's switch) means `fast`.",
     )
+    model_revision: str | None = Field(
+        None,
+        description="Hugging Face revision (commit hash) of the model; unset: the catalog's pinned revision.",
+    )
     max_model_len: int | None = Field(
         None,
         description="Longest prompt + reply in tokens. Unset: the planner picks the largest standard context "
@@ -344,6 +348,12 @@ class DeployConfig(BaseSettings):
     @property
     def model_info(self) -> catalog.Model | None:
         return catalog.MODELS.get(self.model)
+
+    @property
+    def revision(self) -> str:
+        """The model's Hugging Face revision: model_revision, else the catalog's pin ("main" for tiny)."""
+        pinned = self.model_info.revision if self.model_info is not None else "main"
+        return self.model_revision or pinned
 
     @property
     def requires_proxy_auth(self) -> bool:

@@ -119,6 +119,8 @@ def build_command(
         "openai_gptoss",
         "--enable-prefix-caching" if cfg.prefix_caching else "--no-enable-prefix-caching",
     ]
+    if model_path is None and cfg.revision != "main":
+        argv += ["--revision", cfg.revision]  # the weights (and code) of exactly this commit
     if on_gpu:
         argv += [
             "--tensor-parallel-size",
