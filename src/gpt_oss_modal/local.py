@@ -340,15 +340,12 @@ class LocalServer:
         started = self.started_at
         display = _Progress(console, self.target) if progress else None
 
-        def show(*_: object) -> None:
+        def alive() -> None:  # before every poll: show progress; an engine that exited ends the wait
             elapsed, current = time.monotonic() - started, (self.last_lines(1) or [""])[0]
             if display:
                 display.update(elapsed, current)
             if on_tick:
                 on_tick(elapsed, current)
-
-        def alive() -> None:
-            show()
             code = self.proc.poll() if self.proc is not None else None
             if code is not None:
                 self._drain()
