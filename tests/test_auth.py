@@ -473,13 +473,6 @@ def test_no_key_no_middleware(cfg: DeployConfig, target: str) -> None:
     assert "--middleware" not in cmd.argv and cmd.secret_env == {}
 
 
-def test_warnings() -> None:
-    assert auth.warnings(public=True, proxy_auth=True, api_key_configured=False)[0].startswith("--public")
-    assert auth.warnings(public=False, proxy_auth=True, api_key_configured=False) == []
-    assert auth.warnings(public=False, proxy_auth=False, api_key_configured=True) == []
-    assert auth.warnings(public=False, proxy_auth=False, api_key_configured=False)
-
-
 def test_the_local_curl_line_expands_the_key_from_the_environment(tmp_path) -> None:
     import subprocess
 

@@ -1,29 +1,17 @@
-"""`plan`, `config` and `gpus` as a user runs them: the installed console script, real exit codes."""
+"""`plan`, `config`, `gpus` and the config flags of every command as a user runs them: the installed console
+script (the `cli` fixture), real exit codes, stdout captured (not a terminal)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-EXE = shutil.which("gpt-oss-modal") or ""
+from gpt_oss_modal.config import DeployConfig, applies
 
 
-def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [EXE, *args] if EXE else [sys.executable, "-m", "gpt_oss_modal.cli", *args]
-    base = {k: v for k, v in os.environ.items() if not k.startswith("GPT_OSS_") and k != "FAST_BOOT"}
-    return subprocess.run(
-        cmd, capture_output=True, text=True, cwd=cwd, env={**base, **(env or {})}, timeout=60
-    )
-
-
-def test_plan_120b_on_a10g_exits_2_with_one_line(tmp_path: Path) -> None:
-    r = run("plan", "--model", "120b", "--gpu", "A10G", cwd=tmp_path)
+def test_plan_120b_on_a10g_exits_2_with_one_line(cli) -> None:
+    r = cli("plan", "--model", "120b", "--gpu", "A10G")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -31,8 +19,8 @@ def test_plan_120b_on_a10g_exits_2_with_one_line(tmp_path: Path) -> None:
     assert r.stdout == ""
 
 
-def test_plan_20b_on_h100_json(tmp_path: Path) -> None:
-    r = run("plan", "--model", "20b", "--gpu", "H100", "--json", cwd=tmp_path)
+def test_plan_20b_on_h100_json(cli) -> None:
+    r = cli("plan", "--model", "20b", "--gpu", "H100", "--json")
     assert r.returncode == 0, r.stderr
     p = json.loads(r.stdout)
     assert p["fits"] is True
@@ -42,8 +30,8 @@ def test_plan_20b_on_h100_json(tmp_path: Path) -> None:
     assert p["tensor_parallel"] == 1
 
 
-def test_plan_table_mentions_reduced_context_on_l4(tmp_path: Path) -> None:
-    r = run("plan", "-m", "20b", "-g", "L4", cwd=tmp_path)
+def test_plan_table_mentions_reduced_context_on_l4(cli) -> None:
+    r = cli("plan", "-m", "20b", "-g", "L4")
     assert r.returncode == 0
     assert "context reduced" in r.stdout and "marlin" in r.stdout
 
@@ -59,16 +47,16 @@ def test_plan_table_mentions_reduced_context_on_l4(tmp_path: Path) -> None:
         ["plan", "--model", "gpt-5"],
     ],
 )
-def test_bad_flags_exit_2_with_one_line(args: list[str], tmp_path: Path) -> None:
-    r = run(*args, cwd=tmp_path)
+def test_bad_flags_exit_2_with_one_line(args: list[str], cli) -> None:
+    r = cli(*args)
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "Traceback" not in r.stderr
 
 
-def test_config_shows_where_values_came_from(tmp_path: Path) -> None:
-    (tmp_path / "gpt-oss-modal.toml").write_text('gpu = "H200"\nmax_inputs = 8\n')
-    r = run("config", "--json", "--max-inputs", "4", cwd=tmp_path, env={"GPT_OSS_BOOT": "fast"})
+def test_config_shows_where_values_came_from(cli) -> None:
+    (cli.home / "gpt-oss-modal.toml").write_text('gpu = "H200"\nmax_inputs = 8\n')
+    r = cli("config", "--json", "--max-inputs", "4", env={"GPT_OSS_BOOT": "fast"})
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["config"]["gpu"] == "H200" and out["sources"]["gpu"].startswith("file ")
@@ -76,21 +64,128 @@ def test_config_shows_where_values_came_from(tmp_path: Path) -> None:
     assert out["config"]["boot"] == "fast" and out["sources"]["boot"] == "env"
 
 
-def test_config_command_prints_the_engine_argv(tmp_path: Path) -> None:
-    r = run("config", "--json", "--command", "--gpu", "H100:2", cwd=tmp_path)
+def test_config_command_prints_the_engine_argv(cli) -> None:
+    r = cli("config", "--json", "--command", "--gpu", "H100:2")
     argv = json.loads(r.stdout)["command"]["argv"]
     assert argv[:3] == ["vllm", "serve", "openai/gpt-oss-20b"]
     assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
 
 
-def test_config_never_shows_the_api_key(tmp_path: Path) -> None:
-    r = run("config", cwd=tmp_path, env={"GPT_OSS_API_KEY": "sk-top-secret-123"})
+def test_config_never_shows_the_api_key(cli) -> None:
+    r = cli("config", env={"GPT_OSS_API_KEY": "sk-top-secret-123"})
     assert r.returncode == 0
     assert "sk-top-secret-123" not in r.stdout + r.stderr
     assert "***" in r.stdout
 
 
-def test_gpus_json_lists_the_catalog(tmp_path: Path) -> None:
-    r = run("gpus", "--json", cwd=tmp_path)
+def test_gpus_json_lists_the_catalog(cli) -> None:
+    r = cli("gpus", "--json")
     names = [g["gpu"] for g in json.loads(r.stdout)["gpus"]]
     assert {"L4", "A10G", "A100-40GB", "A100-80GB", "H100", "H200", "B200"} <= set(names)
+
+
+# --- one flag per setting, on every command that takes config ---------------------------------------------
+
+CONFIG_COMMANDS = {"plan": "modal", "config": "any", "deploy": "modal", "run": "modal", "serve": "local"}
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@pytest.mark.parametrize("command", CONFIG_COMMANDS)
+def test_every_setting_is_a_flag_with_its_description_as_help(command: str, cli) -> None:
+    r = cli(command, "--help")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    where = CONFIG_COMMANDS[command]
+    for name, field in DeployConfig.model_fields.items():
+        line = next((ln for ln in lines if f" {flag_of(name)} " in ln or f" {flag_of(name)}/" in ln), None)
+        if where == "any" or applies(name, where):
+            assert line is not None, f"{command} has no {flag_of(name)}"
+            # Not a terminal: the whole description on the flag's own line, nothing wrapped.
+            assert line.rstrip().endswith(field.description.rstrip()), line
+        else:
+            assert line is None, f"{command} offers {flag_of(name)}, which has no effect there"
+
+
+def test_flags_that_deploy_and_run_lacked_reach_the_config(cli) -> None:
+    r = cli(
+        "config", "--json", "--snapshot", "--timeout", "120", "--startup-timeout", "600", "--no-proxy-auth",
+        "--api-key-secret", "my-key", "--extra-vllm-args", "--seed 7", "--port", "9000",
+        "--no-prefix-caching", "-m", "120b", "-g", "H100",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    config, sources = out["config"], out["sources"]
+    assert config["snapshot"] is True and config["timeout"] == 120 and config["startup_timeout"] == 600
+    assert config["proxy_auth"] is False and config["api_key_secret"] == "my-key"
+    assert config["extra_vllm_args"] == ["--seed", "7"] and config["port"] == 9000
+    assert config["prefix_caching"] is False
+    assert config["model"] == "openai/gpt-oss-120b" and config["gpu"] == "H100"  # snapshots take one GPU
+    assert {sources[n] for n in ("snapshot", "timeout", "proxy_auth", "extra_vllm_args", "port")} == {"cli"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "boot"),
+    [
+        (["--fast-boot"], "fast"),
+        (["--no-fast-boot"], "compiled"),
+        (["--boot", "fast"], "fast"),
+        ([], "compiled"),
+    ],
+)
+def test_fast_boot_flag_is_the_originals_switch(flags: list[str], boot: str, cli) -> None:
+    r = cli("config", "--json", *flags)
+    assert json.loads(r.stdout)["config"]["boot"] == boot
+
+
+def test_a_fast_boot_flag_overrides_the_environment(cli) -> None:
+    r = cli("config", "--json", "--no-fast-boot", env={"FAST_BOOT": "1"})
+    out = json.loads(r.stdout)
+    assert out["config"]["boot"] == "compiled" and out["sources"]["boot"] == "cli"
+
+
+def test_an_api_key_flag_is_never_echoed(cli) -> None:
+    r = cli("config", "--api-key", "sk-flag-secret-456")
+    assert r.returncode == 0, r.stderr
+    assert "sk-flag-secret-456" not in r.stdout + r.stderr and "***" in r.stdout
+    r = cli("config", "--json", "--api-key", "sk-flag-secret-456")
+    assert "sk-flag-secret-456" not in r.stdout and json.loads(r.stdout)["config"]["api_key"] == "***"
+
+
+def test_a_flag_error_is_one_line_and_exit_2(cli) -> None:
+    for args in (["config", "--max-inputs", "1.5"], ["deploy", "--boot", "warp"], ["plan", "--no-such"]):
+        r = cli(*args)
+        assert r.returncode == 2, args
+        assert len(r.stderr.strip().splitlines()) == 1 and "--help" in r.stderr, r.stderr
+
+
+def test_a_key_on_the_engine_command_line_is_refused_before_anything_starts(cli) -> None:
+    secret = "sk-argv-secret-1234"
+    r = cli(
+        "serve",
+        "--local",
+        "--model",
+        "tiny",
+        env={"GPT_OSS_EXTRA_VLLM_ARGS": json.dumps(["--api-key", secret])},
+    )
+    assert r.returncode == 2
+    assert "--api-key does not belong on the command line" in r.stderr and secret not in r.stdout + r.stderr
+
+
+# --- output into a pipe -----------------------------------------------------------------------------------
+
+
+def test_tables_into_a_pipe_keep_their_natural_width(cli) -> None:
+    r = cli("plan", "-m", "120b", "-g", "H100")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(len(line) for line in lines) > 80  # not cut to 80 columns
+    cost = next(line for line in lines if "cost" in line)
+    assert "/hour while a container runs (Modal list price, " in cost  # the whole row, on one line
+    note = next(line for line in lines if line.startswith("note:"))
+    assert note.endswith("to trade concurrency for context")  # a note is one line
+    r = cli("config")
+    row = next(line for line in r.stdout.splitlines() if " app_name " in line)
+    assert "gpt-oss-vllm-inference" in row and "default" in row

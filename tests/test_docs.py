@@ -18,3 +18,37 @@ def test_every_setting_is_documented() -> None:
 
     for name, field in DeployConfig.model_fields.items():
         assert f"`{name}`" in table and field.description, name
+
+
+def test_cli_reference_is_current() -> None:
+    assert docs.CLI_REFERENCE.read_text() == docs.cli_reference(), (
+        "docs/cli.md is stale: run `python -m gpt_oss_modal.docs`"
+    )
+
+
+def test_the_cli_reference_has_every_command_and_config_flag() -> None:
+    text = docs.cli_reference()
+    for command in (
+        "plan",
+        "config",
+        "gpus",
+        "serve",
+        "deploy",
+        "run",
+        "stop",
+        "logs",
+        "url",
+        "chat",
+        "volumes",
+    ):
+        assert f"## gpt-oss-modal {command}\n" in text, command
+    deploy = text.split("## gpt-oss-modal deploy\n")[1].split("\n## ")[0]
+    for flag in (
+        "--snapshot",
+        "--timeout",
+        "--startup-timeout",
+        "--proxy-auth",
+        "--extra-vllm-args",
+        "--port",
+    ):
+        assert flag in deploy, flag

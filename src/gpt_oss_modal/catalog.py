@@ -22,7 +22,6 @@ class GPU:
     vram_gib: float  # memory the CUDA driver reports as total, in GiB (not the marketing GB)
     compute_capability: tuple[int, int]
     usd_per_hour: float  # per GPU
-    memory_bandwidth_gbs: int  # decode is bandwidth-bound, so this orders GPUs by speed
 
     @property
     def sm(self) -> int:
@@ -40,14 +39,14 @@ class GPU:
 GPUS: dict[str, GPU] = {
     g.name: g
     for g in (
-        GPU("L4", 22.0, (8, 9), 0.7992, 300),
-        GPU("A10G", 22.0, (8, 6), 1.1016, 600),
-        GPU("L40S", 44.4, (8, 9), 1.9512, 864),
-        GPU("A100-40GB", 39.4, (8, 0), 2.0988, 1555),
-        GPU("A100-80GB", 79.1, (8, 0), 2.4984, 2039),
-        GPU("H100", 79.1, (9, 0), 3.9492, 3350),
-        GPU("H200", 139.8, (9, 0), 4.5396, 4800),
-        GPU("B200", 178.4, (10, 0), 6.2496, 8000),
+        GPU("L4", 22.0, (8, 9), 0.7992),
+        GPU("A10G", 22.0, (8, 6), 1.1016),
+        GPU("L40S", 44.4, (8, 9), 1.9512),
+        GPU("A100-40GB", 39.4, (8, 0), 2.0988),
+        GPU("A100-80GB", 79.1, (8, 0), 2.4984),
+        GPU("H100", 79.1, (9, 0), 3.9492),
+        GPU("H200", 139.8, (9, 0), 4.5396),
+        GPU("B200", 178.4, (10, 0), 6.2496),
     )
 }
 
@@ -68,15 +67,12 @@ MAX_GPUS_PER_CONTAINER = 8
 class Model:
     id: str  # Hugging Face repo id
     short: str
-    total_params_b: float
-    active_params_b: float
     weights_gib: float  # checkpoint on disk (MXFP4 experts, bf16 rest) ~= what vLLM loads onto the GPU
     num_layers: int
     num_attention_heads: int
     num_kv_heads: int
     head_dim: int
     num_experts: int
-    experts_per_token: int
     sliding_window: int  # every other layer attends to this many tokens only
     max_context: int
     # The Hugging Face commit the engine loads (`--revision`), so that a deploy next month serves the same
@@ -99,15 +95,12 @@ MODELS: dict[str, Model] = {
         Model(
             id="openai/gpt-oss-20b",
             short="20b",
-            total_params_b=20.9,
-            active_params_b=3.6,
             weights_gib=12.8,
             num_layers=24,
             num_attention_heads=64,
             num_kv_heads=8,
             head_dim=64,
             num_experts=32,
-            experts_per_token=4,
             sliding_window=128,
             max_context=131072,
             # The revision Modal's own gpt-oss example pins (modal-labs/modal-examples,
@@ -117,15 +110,12 @@ MODELS: dict[str, Model] = {
         Model(
             id="openai/gpt-oss-120b",
             short="120b",
-            total_params_b=116.8,
-            active_params_b=5.1,
             weights_gib=60.8,
             num_layers=36,
             num_attention_heads=64,
             num_kv_heads=8,
             head_dim=64,
             num_experts=128,
-            experts_per_token=4,
             sliding_window=128,
             max_context=131072,
             # The snapshot public deployments pin and cache for openai/gpt-oss-120b (Hugging Face cache paths

@@ -1,26 +1,45 @@
 """`gpt-oss-modal`: plan, deploy, run and talk to GPT-OSS on Modal, or serve it locally.
 
-Every command that needs a config takes the same flags; they are the top layer over the environment
-(`GPT_OSS_*`), `gpt-oss-modal.toml` and the defaults. A bad value ends the command with one line on
-stderr and exit code 2, before anything starts.
+Every command that takes config declares it with `@takes_config(...)`: its flags are generated from
+DeployConfig's fields (one flag per setting, the field's description as help), and the command receives
+the resolved config as `loaded`. Flags are the top layer over the environment (`GPT_OSS_*`),
+`gpt-oss-modal.toml` and the defaults. A bad value ends the command with one line on stderr and exit
+code 2, before anything starts.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 import typer.core
+from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from . import catalog
-from .config import ConfigError, DeployConfig, LoadedConfig, load_config
+from .config import FAST_BOOT, ConfigError, DeployConfig, LoadedConfig, applies, load_config
 from .planner import plan as make_plan
+
+# Not a terminal (a log, CI, `| tee`): nothing is cut or wrapped at 80 columns; tables print at their
+# natural width and --help puts each option on one line. --json stays the format for programs.
+UNWRAPPED = 100_000
+STDOUT_IS_TERMINAL = sys.stdout.isatty()
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else UNWRAPPED)
+
 
 app = typer.Typer(
     name="gpt-oss-modal",
@@ -28,9 +47,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help, as a Unix tool's: no boxes, readable in a log
+    context_settings={"max_content_width": 110} if STDOUT_IS_TERMINAL else {"terminal_width": UNWRAPPED},
 )
-console = Console()
-err = Console(stderr=True)
+console = _console()
+err = _console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -44,9 +65,29 @@ _click: Any = getattr(typer.core, "_click", None) or __import__("click")
 _NoArgsIsHelp: Any = getattr(_click.exceptions, "NoArgsIsHelpError", ())
 
 
+class _HelpFormatter(_click.HelpFormatter):
+    def write_dl(self, rows: Sequence[tuple[str, str]], col_max: int = 30, col_spacing: int = 2) -> None:
+        if (self.width or 0) >= UNWRAPPED:  # unwrapped: each option and its help on one line
+            col_max = max((len(term) for term, _ in rows), default=col_max)
+        super().write_dl(rows, col_max, col_spacing)
+
+
+class HelpContext(_click.Context):  # type: ignore[misc]
+    formatter_class = _HelpFormatter
+
+
 class _OneLineUsageErrors(typer.core.TyperGroup):
     """Flag errors that click catches itself (`--max-inputs 1.5`, an unknown option or command) end the same
-    way as a bad config value: one line on stderr and exit code 2, instead of a multi-line usage box."""
+    way as a bad config value: one line on stderr and exit code 2, instead of a multi-line usage box.
+    Its commands format their help with _HelpFormatter."""
+
+    context_class = HelpContext
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            command.context_class = HelpContext
+        return command
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -64,71 +105,130 @@ class _OneLineUsageErrors(typer.core.TyperGroup):
 app.info.cls = _OneLineUsageErrors
 
 
-# --- the shared config flags ----------------------------------------------------------------------------
+# --- the config flags, generated from DeployConfig ------------------------------------------------------
+
+# Short spellings; every other flag is the field's name in kebab case (bools: --x/--no-x).
+SHORT_FLAGS = {"model": "-m", "gpu": "-g", "port": "-p"}
 
 ConfigFile = Annotated[
     Path | None, typer.Option("--config", help="TOML config file (default: ./gpt-oss-modal.toml).")
 ]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="20b, 120b (or full id), or tiny.")]
-GpuOpt = Annotated[str | None, typer.Option("--gpu", "-g", help="GPU type, e.g. H100 or H100:2.")]
-BootOpt = Annotated[str | None, typer.Option("--boot", help="fast (graphs, no compile), compiled or eager.")]
-FastBootOpt = Annotated[bool | None, typer.Option("--fast-boot/--no-fast-boot", help="Same as --boot fast.")]
-MaxLenOpt = Annotated[int | None, typer.Option("--max-model-len", help="Context length in tokens.")]
-MaxInputsOpt = Annotated[int | None, typer.Option("--max-inputs", help="Concurrent requests per container.")]
-ScaledownOpt = Annotated[
-    int | None, typer.Option("--scaledown-window", help="Idle seconds before scale-down.")
+FastBootOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--fast-boot/--no-fast-boot",
+        help="FAST_BOOT of the original gpt_oss_inference.py: --fast-boot is --boot fast, "
+        "--no-fast-boot is --boot compiled.",
+    ),
 ]
-MemOpt = Annotated[float | None, typer.Option("--gpu-memory-utilization", help="Fraction of GPU memory.")]
-PrefixOpt = Annotated[bool | None, typer.Option("--prefix-caching/--no-prefix-caching")]
-DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="bfloat16 (the only one GPT-OSS runs in).")]
-RegionOpt = Annotated[str | None, typer.Option("--region", help="Modal region.")]
-AppNameOpt = Annotated[str | None, typer.Option("--app-name", help="Modal app name.")]
-VllmOpt = Annotated[str | None, typer.Option("--vllm-version", help="vLLM release for the image.")]
-PublicOpt = Annotated[
-    bool | None, typer.Option("--public", help="Serve with no auth at all (explicit opt-in, warns).")
-]
-KeySecretOpt = Annotated[
-    str | None, typer.Option("--api-key-secret", help="Modal Secret holding VLLM_API_KEY.")
-]
+
+
+def _flag_type(annotation: Any) -> Any:
+    """The type click parses a field's flag as: Optional and Annotated stripped; secrets and lists as text."""
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if annotation is SecretStr or typing.get_origin(annotation) is list:  # lists: shell words
+        return str
+    return annotation
+
+
+def flag_decls(name: str) -> list[str]:
+    """The spellings of DeployConfig field `name`'s flag: `--max-model-len`, `--public/--no-public`, `-m`."""
+    flag = "--" + name.replace("_", "-")
+    if _flag_type(DeployConfig.model_fields[name].annotation) is bool:
+        return [f"{flag}/--no-{flag[2:]}"]
+    return [flag, *filter(None, [SHORT_FLAGS.get(name)])]
+
+
+def config_option(name: str) -> Any:
+    """The flag of DeployConfig field `name`, as a typer parameter annotation (unset: None, not given)."""
+    field = DeployConfig.model_fields[name]
+    option = typer.Option(*flag_decls(name), help=field.description, show_default=False)
+    return Annotated[_flag_type(field.annotation) | None, option]
 
 
 def resolve(config_file: Path | None = None, **flags: Any) -> LoadedConfig:
     """Layer the flags over env/TOML/defaults; one line and exit 2 on a bad value."""
-    if flags.pop("fast_boot", None) is not None and flags.get("boot") is None:
-        flags["boot"] = "fast"
     try:
         return load_config(flags, config_file=config_file)
     except ConfigError as e:
         fail(str(e))
 
 
+def takes_config(
+    where: Literal["modal", "local", "any"] = "any", *, only: Sequence[str] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command one flag per config setting that applies `where` (or the settings `only`), plus
+    --config, and call it with the resolved config as its `loaded` argument.
+
+        @app.command()
+        @takes_config("modal")
+        def deploy(loaded: LoadedConfig) -> None: ...
+
+    A new DeployConfig field thus becomes a flag of every such command, with its description as help.
+    """
+    names = [
+        n
+        for n in DeployConfig.model_fields
+        if (only is None or n in only) and (where == "any" or applies(n, where))
+    ]
+    if "boot" in names:
+        names.append(FAST_BOOT)
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    flags = [
+        inspect.Parameter(n, keyword, default=None, annotation=FastBootOpt if n == FAST_BOOT else config_option(n))
+        for n in names
+    ]  # fmt: skip
+    flags.append(inspect.Parameter("config_file", keyword, default=None, annotation=ConfigFile))
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "loaded"]
+
+        @functools.wraps(command)
+        def with_config(**kwargs: Any) -> Any:
+            values = {n: kwargs.pop(n) for n in names}
+            loaded = resolve(kwargs.pop("config_file"), **values)
+            return command(**kwargs, loaded=loaded)
+
+        with_config.__signature__ = signature.replace(parameters=[*own, *flags])  # type: ignore[attr-defined]
+        return with_config
+
+    return decorate
+
+
+# The flags the bench command declares itself.
+ModelOpt = config_option("model")
+GpuOpt = config_option("gpu")
+
+# A client's credentials for a server (chat, bench): a vLLM bearer key and a Modal proxy auth token.
+ApiKeyOpt = Annotated[
+    str | None, typer.Option("--api-key", envvar="GPT_OSS_API_KEY", help="Bearer key for the server.")
+]
+ModalKeyOpt = Annotated[
+    str | None, typer.Option("--modal-key", envvar="MODAL_KEY", help="Modal proxy auth token id (wk-...).")
+]
+ModalSecretOpt = Annotated[
+    str | None,
+    typer.Option("--modal-secret", envvar="MODAL_SECRET", help="Modal proxy auth secret (ws-...)."),
+]
+
+
 # --- plan -----------------------------------------------------------------------------------------------
 
 
 @app.command()
+@takes_config("modal")
 def plan(
-    model: ModelOpt = None,
-    gpu: GpuOpt = None,
-    boot: BootOpt = None,
-    max_model_len: MaxLenOpt = None,
-    max_inputs: MaxInputsOpt = None,
-    gpu_memory_utilization: MemOpt = None,
-    config_file: ConfigFile = None,
+    loaded: LoadedConfig,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Does the model fit the GPU? Context, concurrency, MXFP4 kernel and cost per hour.
 
     Exits 2 with one line (what does not fit and the smallest GPU that does) when it does not fit.
     """
-    loaded = resolve(
-        config_file,
-        model=model,
-        gpu=gpu,
-        boot=boot,
-        max_model_len=max_model_len,
-        max_inputs=max_inputs,
-        gpu_memory_utilization=gpu_memory_utilization,
-    )
     try:
         p = make_plan(loaded.config)
     except ConfigError as e:
@@ -164,54 +264,22 @@ def plan(
     t.add_row("cost", f"${p.usd_per_hour:.2f}/hour while a container runs (Modal list price, {p.price_date})")
     console.print(t)
     for note in p.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
 
 # --- config ---------------------------------------------------------------------------------------------
 
 
 @app.command("config")
+@takes_config()
 def show_config(
-    model: ModelOpt = None,
-    gpu: GpuOpt = None,
-    boot: BootOpt = None,
-    fast_boot: FastBootOpt = None,
-    max_model_len: MaxLenOpt = None,
-    max_inputs: MaxInputsOpt = None,
-    scaledown_window: ScaledownOpt = None,
-    gpu_memory_utilization: MemOpt = None,
-    prefix_caching: PrefixOpt = None,
-    dtype: DtypeOpt = None,
-    region: RegionOpt = None,
-    app_name: AppNameOpt = None,
-    vllm_version: VllmOpt = None,
-    public: PublicOpt = None,
-    api_key_secret: KeySecretOpt = None,
-    config_file: ConfigFile = None,
+    loaded: LoadedConfig,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
     show_command: Annotated[
         bool, typer.Option("--command", help="Also print the vllm serve command.")
     ] = False,
 ) -> None:
     """The effective config, where each value came from, and (with --command) the engine command."""
-    loaded = resolve(
-        config_file,
-        model=model,
-        gpu=gpu,
-        boot=boot,
-        fast_boot=fast_boot,
-        max_model_len=max_model_len,
-        max_inputs=max_inputs,
-        scaledown_window=scaledown_window,
-        gpu_memory_utilization=gpu_memory_utilization,
-        prefix_caching=prefix_caching,
-        dtype=dtype,
-        region=region,
-        app_name=app_name,
-        vllm_version=vllm_version,
-        public=public,
-        api_key_secret=api_key_secret,
-    )
     cfg = loaded.config
     values = cfg.model_dump(mode="json")
     if cfg.api_key is not None:
@@ -364,21 +432,12 @@ def bench(
 
 
 @app.command()
+@takes_config("local")
 def serve(
+    loaded: LoadedConfig,
     local: Annotated[
         bool, typer.Option("--local", help="Run the engine on this machine (required; Modal: run/deploy).")
     ] = False,
-    model: ModelOpt = None,
-    port: Annotated[int | None, typer.Option("--port", "-p", help="Port on 127.0.0.1 (8000).")] = None,
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", help="Require this bearer key (or set GPT_OSS_API_KEY).")
-    ] = None,
-    startup_timeout: Annotated[
-        int | None, typer.Option("--startup-timeout", help="Seconds to wait for /health (default 300).")
-    ] = None,
-    max_model_len: MaxLenOpt = None,
-    max_inputs: MaxInputsOpt = None,
-    config_file: ConfigFile = None,
 ) -> None:
     """Serve the OpenAI-compatible API on this machine: vLLM on a local GPU, else the tiny model on CPU.
 
@@ -395,8 +454,6 @@ def serve(
 
     from . import local as lo
 
-    loaded = resolve(config_file, model=model, port=port, api_key=api_key, startup_timeout=startup_timeout,
-                     max_model_len=max_model_len, max_inputs=max_inputs)  # fmt: skip
     try:
         cfg, target = lo.choose_target(loaded.config, model_explicit=loaded.sources.get("model") != "default")
     except lo.LocalServerError as e:
@@ -490,42 +547,22 @@ def _modal_call(argv: list[str], env: dict[str, str] | None = None) -> None:
 
 
 @app.command()
-def deploy(
-    model: ModelOpt = None,
-    gpu: GpuOpt = None,
-    boot: BootOpt = None,
-    fast_boot: FastBootOpt = None,
-    max_model_len: MaxLenOpt = None,
-    max_inputs: MaxInputsOpt = None,
-    scaledown_window: ScaledownOpt = None,
-    gpu_memory_utilization: MemOpt = None,
-    prefix_caching: PrefixOpt = None,
-    dtype: DtypeOpt = None,
-    region: RegionOpt = None,
-    app_name: AppNameOpt = None,
-    vllm_version: VllmOpt = None,
-    public: PublicOpt = None,
-    api_key_secret: KeySecretOpt = None,
-    config_file: ConfigFile = None,
-) -> None:
+@takes_config("modal")
+def deploy(loaded: LoadedConfig) -> None:
     """Deploy a persistent endpoint on Modal (`modal deploy`) and print its URL.
 
     The config is checked first (does it fit the GPU?) and travels to the container as JSON, so the
     container runs exactly what `gpt-oss-modal config` shows.
     """
     from . import modal_ops
+    from .container import snapshot_key_notice
 
-    loaded = resolve(
-        config_file, model=model, gpu=gpu, boot=boot, fast_boot=fast_boot, max_model_len=max_model_len,
-        max_inputs=max_inputs, scaledown_window=scaledown_window,
-        gpu_memory_utilization=gpu_memory_utilization, prefix_caching=prefix_caching, dtype=dtype,
-        region=region, app_name=app_name, vllm_version=vllm_version, public=public,
-        api_key_secret=api_key_secret,
-    )  # fmt: skip
     cfg = loaded.config
     p = _deployable(cfg)
     _modal_ready()
     _print_plan(cfg, p)
+    if notice := snapshot_key_notice(cfg):
+        err.print(f"[yellow]note:[/] {escape(notice)}", highlight=False, soft_wrap=True)
     _modal_call(modal_ops.deploy_argv(), modal_ops.app_env(cfg))
     try:
         url = modal_ops.deployed_url(cfg.app_name)
@@ -540,24 +577,8 @@ def deploy(
 
 
 @app.command("run")
-def modal_run(
-    model: ModelOpt = None,
-    gpu: GpuOpt = None,
-    boot: BootOpt = None,
-    fast_boot: FastBootOpt = None,
-    max_model_len: MaxLenOpt = None,
-    max_inputs: MaxInputsOpt = None,
-    scaledown_window: ScaledownOpt = None,
-    gpu_memory_utilization: MemOpt = None,
-    prefix_caching: PrefixOpt = None,
-    dtype: DtypeOpt = None,
-    region: RegionOpt = None,
-    app_name: AppNameOpt = None,
-    vllm_version: VllmOpt = None,
-    public: PublicOpt = None,
-    api_key_secret: KeySecretOpt = None,
-    config_file: ConfigFile = None,
-) -> None:
+@takes_config("modal")
+def modal_run(loaded: LoadedConfig) -> None:
     """A temporary server on Modal (`modal run`) and a smoke test: health, a chat completion, a streamed one.
 
     The app stops when the test ends. A private endpoint needs a proxy auth token in MODAL_KEY and
@@ -567,13 +588,6 @@ def modal_run(
 
     from . import modal_ops
 
-    loaded = resolve(
-        config_file, model=model, gpu=gpu, boot=boot, fast_boot=fast_boot, max_model_len=max_model_len,
-        max_inputs=max_inputs, scaledown_window=scaledown_window,
-        gpu_memory_utilization=gpu_memory_utilization, prefix_caching=prefix_caching, dtype=dtype,
-        region=region, app_name=app_name, vllm_version=vllm_version, public=public,
-        api_key_secret=api_key_secret,
-    )  # fmt: skip
     cfg = loaded.config
     p = _deployable(cfg)
     _modal_ready()
@@ -594,49 +608,58 @@ def modal_run(
 
 
 @app.command()
+@takes_config(only=["app_name"])
 def stop(
-    app_name: AppNameOpt = None,
-    config_file: ConfigFile = None,
+    loaded: LoadedConfig,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Stop the deployed app and its containers (`modal app stop`); the cache volumes stay."""
     from . import modal_ops
 
-    cfg = resolve(config_file, app_name=app_name).config
     _modal_ready()
-    _modal_call(modal_ops.stop_argv(cfg.app_name, yes=yes))
+    _modal_call(modal_ops.stop_argv(loaded.config.app_name, yes=yes))
 
 
 @app.command()
+@takes_config(only=["app_name"])
 def logs(
-    app_name: AppNameOpt = None,
-    config_file: ConfigFile = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the app stops.")] = False,
+    loaded: LoadedConfig,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Stream new entries until the app stops.")
+    ] = False,
     tail: Annotated[int | None, typer.Option("--tail", "-n", help="Show only the last N entries.")] = None,
     since: Annotated[str | None, typer.Option("--since", help="Start of the range: 2h, 30m...")] = None,
 ) -> None:
-    """The deployed app's logs, vLLM's start-up included (`modal app logs`)."""
+    """The deployed app's logs, vLLM's start-up included (`modal app logs`).
+
+    Either fetches past entries (the last 100, or --tail / --since) or, with --follow, streams new ones.
+    """
     from . import modal_ops
 
-    cfg = resolve(config_file, app_name=app_name).config
+    try:
+        argv = modal_ops.logs_argv(loaded.config.app_name, follow=follow, tail=tail, since=since)
+    except ValueError as e:
+        fail(str(e))
     _modal_ready()
-    _modal_call(modal_ops.logs_argv(cfg.app_name, follow=follow, tail=tail, since=since))
+    _modal_call(argv)
 
 
 @app.command()
-def url(app_name: AppNameOpt = None, config_file: ConfigFile = None) -> None:
+@takes_config(only=["app_name"])
+def url(loaded: LoadedConfig) -> None:
     """The deployed endpoint's URL (add /v1 for the openai client)."""
     from . import modal_ops
 
-    cfg = resolve(config_file, app_name=app_name).config
     _modal_ready()
     try:
-        console.print(modal_ops.deployed_url(cfg.app_name), highlight=False, soft_wrap=True)
+        console.print(modal_ops.deployed_url(loaded.config.app_name), highlight=False, soft_wrap=True)
     except modal_ops.ModalError as e:
         fail(str(e), 1)
 
 
-volumes_app = typer.Typer(help="The cache volumes (model weights, compiled kernels).", no_args_is_help=True)
+volumes_app = typer.Typer(
+    help="The cache volumes (model weights, compiled kernels).", no_args_is_help=True, cls=_OneLineUsageErrors
+)
 app.add_typer(volumes_app, name="volumes")
 
 
@@ -672,7 +695,7 @@ def volumes_clear(
     """Delete everything in a cache volume: the next cold start downloads or compiles again."""
     from . import modal_ops
 
-    names = [n for n, _ in modal_ops.cache_volumes()]
+    names = [v.name for v in modal_ops.CACHE_VOLUMES]
     if name not in names:
         fail(f"{name!r} is not a cache volume; choose {' or '.join(names)}")
     _modal_ready()
@@ -688,24 +711,21 @@ def volumes_clear(
 
 
 # --- chat -----------------------------------------------------------------------------------------------
+# --- chat -----------------------------------------------------------------------------------------------
 
 
 @app.command()
+@takes_config(only=["app_name"])
 def chat(
+    loaded: LoadedConfig,
     prompt: Annotated[str | None, typer.Argument(help="One message; none: an interactive chat.")] = None,
     base_url: Annotated[
         str | None,
         typer.Option("--base-url", envvar="GPT_OSS_URL", help="OpenAI-compatible server (default: Modal)."),
     ] = None,
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", envvar="GPT_OSS_API_KEY", help="Bearer key for the server.")
-    ] = None,
-    modal_key: Annotated[
-        str | None, typer.Option("--modal-key", envvar="MODAL_KEY", help="Modal proxy auth token id.")
-    ] = None,
-    modal_secret: Annotated[
-        str | None, typer.Option("--modal-secret", envvar="MODAL_SECRET", help="Modal proxy auth secret.")
-    ] = None,
+    api_key: ApiKeyOpt = None,
+    modal_key: ModalKeyOpt = None,
+    modal_secret: ModalSecretOpt = None,
     system: Annotated[str | None, typer.Option("--system", help="System message.")] = None,
     reasoning_effort: Annotated[
         str | None, typer.Option("--reasoning-effort", help="low, medium or high.")
@@ -714,8 +734,6 @@ def chat(
     served_model_name: Annotated[
         str, typer.Option("--served-model-name", help="Model name to send.")
     ] = "llm",
-    app_name: AppNameOpt = None,
-    config_file: ConfigFile = None,
 ) -> None:
     """Talk to the model: streams the reply, with its reasoning dimmed (on stderr).
 
@@ -730,7 +748,7 @@ def chat(
     if not base_url:
         from . import modal_ops
 
-        cfg = resolve(config_file, app_name=app_name).config
+        cfg = loaded.config
         _modal_ready()
         try:
             base_url = modal_ops.deployed_url(cfg.app_name)
@@ -795,19 +813,9 @@ def chat(
 
 
 @app.command()
+@takes_config("modal")
 def doctor(
-    model: ModelOpt = None,
-    gpu: GpuOpt = None,
-    boot: BootOpt = None,
-    fast_boot: FastBootOpt = None,
-    max_model_len: MaxLenOpt = None,
-    max_inputs: MaxInputsOpt = None,
-    gpu_memory_utilization: MemOpt = None,
-    prefix_caching: PrefixOpt = None,
-    dtype: DtypeOpt = None,
-    vllm_version: VllmOpt = None,
-    api_key_secret: KeySecretOpt = None,
-    config_file: ConfigFile = None,
+    loaded: LoadedConfig,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """The container this config deploys, checked without calling Modal: image, lock, revision, volumes, command.
@@ -816,11 +824,6 @@ def doctor(
     """
     from . import doctor as checkup
 
-    loaded = resolve(
-        config_file, model=model, gpu=gpu, boot=boot, fast_boot=fast_boot, max_model_len=max_model_len,
-        max_inputs=max_inputs, gpu_memory_utilization=gpu_memory_utilization, prefix_caching=prefix_caching,
-        dtype=dtype, vllm_version=vllm_version, api_key_secret=api_key_secret,
-    )  # fmt: skip
     try:
         report = checkup.report(loaded.config)
     except ConfigError as e:

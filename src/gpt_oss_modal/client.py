@@ -69,28 +69,32 @@ def wait_healthy(
     api_key: str | None = None,
     on_tick: Callable[[float, str], None] | None = None,
     interval: float = 2.0,
+    poll_timeout: float = 120.0,
+    check: Callable[[], None] | None = None,
 ) -> float:
     """Poll GET /health until it answers 200; return the seconds that took.
 
-    on_tick(elapsed_s, last_status) is called after every unsuccessful poll, for progress output.
-    Raises TimeoutError when `timeout` passes first, and RuntimeError at once on 401/403 (credentials that
-    are missing or wrong will not start working by waiting). On Modal the first request also wakes a
-    scaled-to-zero app: the proxy holds it while the container boots, so one poll may take minutes.
+    on_tick(elapsed_s, last_status) is called after every unsuccessful poll, for progress output; check(),
+    before every poll, may raise to end the wait (a local engine that exited, say). Raises TimeoutError when
+    `timeout` passes first, and RuntimeError at once on 401/403 (credentials that are missing or wrong will
+    not start working by waiting). On Modal the first request also wakes a scaled-to-zero app: the proxy
+    holds it while the container boots, so one poll may take minutes (up to poll_timeout).
     """
     url = root_url(base_url) + "/health"
-    all_headers = dict(headers or {})
-    if api_key:
-        all_headers.setdefault("Authorization", f"Bearer {api_key}")
+    all_headers = auth_headers(api_key=api_key) | dict(headers or {})
     start = time.monotonic()
     deadline = start + timeout
     last = "no answer yet"
     with httpx.Client(headers=all_headers, follow_redirects=True) as http:
         while True:
+            if check is not None:
+                check()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f} s (last: {last})")
+            wait = min(remaining, poll_timeout)
             try:
-                r = http.get(url, timeout=httpx.Timeout(min(remaining, 120.0), connect=min(remaining, 10.0)))
+                r = http.get(url, timeout=httpx.Timeout(wait, connect=min(wait, 10.0)))
             except httpx.TimeoutException:
                 last = "request timed out"
             except httpx.TransportError as e:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -33,9 +33,57 @@ from . import catalog
 CONFIG_FILE = "gpt-oss-modal.toml"
 CONFIG_PATH_ENV = "GPT_OSS_CONFIG"  # points at another TOML file
 CONFIG_JSON_ENV = "GPT_OSS_CONFIG_JSON"  # a config resolved elsewhere, taken verbatim
+CACHE_DIR_ENV = "GPT_OSS_CACHE_DIR"  # this machine's cache directory (see cache_dir)
 ENV_PREFIX = "GPT_OSS_"
 SERVED_MODEL_NAME = "llm"
 DEFAULT_APP_NAME = "gpt-oss-vllm-inference"
+
+
+# Where a setting has an effect, as field metadata (`where`): a Modal-only setting is no flag of
+# `serve --local`, a local-only one none of `deploy`/`run`. Untagged settings apply to both.
+MODAL_ONLY = {"where": "modal"}
+LOCAL_ONLY = {"where": "local"}
+
+
+# The allowed range of each number, and how to say it: one table instead of one validator per setting.
+RANGES: dict[str, tuple[float, float, str]] = {
+    "max_model_len": (256, 131072, "use 256 to 131072 tokens (the models' limit)"),
+    "max_inputs": (1, 1024, "use 1 to 1024 concurrent requests per container"),
+    "scaledown_window": (2, 3600, "Modal allows 2 to 3600 seconds"),
+    "gpu_memory_utilization": (0.3, 0.98, "use a fraction from 0.3 to 0.98"),
+    "port": (1, 65535, "a TCP port is 1 to 65535"),
+    "startup_timeout": (30, 3 * 3600, "use 30 to 10800 seconds"),
+    "timeout": (10, 24 * 3600, "Modal allows 10 to 86400 seconds"),
+}
+
+# The form of each name, and how to say it.
+SHAPES: dict[str, tuple[str, str]] = {
+    "app_name": (
+        r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+        "a valid Modal app name: letters, digits, '-', '_' and '.'",
+    ),
+    "vllm_version": (r"\d+\.\d+\.\d+(\.post\d+|rc\d+)?", "a vLLM release number such as 0.26.0"),
+}
+
+# The original gpt_oss_inference.py chose the boot mode with FAST_BOOT, a bool; its meaning in today's
+# `boot`, here only (a TOML `fast_boot`, the environment and --fast-boot/--no-fast-boot all come through).
+FAST_BOOT = "fast_boot"
+FAST_BOOT_ENV = ("FAST_BOOT", ENV_PREFIX + "FAST_BOOT")  # later wins
+FAST_BOOT_MEANS = {True: "fast", False: "compiled"}
+TRUE_WORDS = ("1", "true", "yes", "on")
+
+
+def fast_boot_as_boot(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with `fast_boot` translated to `boot`; a `boot` given alongside it wins."""
+    if FAST_BOOT not in values:
+        return values
+    values = dict(values)
+    fast = values.pop(FAST_BOOT)
+    if fast is not None:
+        if isinstance(fast, str):
+            fast = fast.strip().lower() in TRUE_WORDS
+        values.setdefault("boot", FAST_BOOT_MEANS[bool(fast)])
+    return values
 
 
 class ConfigError(ValueError):
@@ -56,6 +104,7 @@ class DeployConfig(BaseSettings):
         "H100",
         description="Modal GPU, optionally with a count: L4, A10G, L40S, A100-40GB, A100-80GB, H100, H200, "
         "B200, e.g. `H100:2`. The count is the tensor-parallel size.",
+        json_schema_extra=MODAL_ONLY,
     )
     boot: Literal["eager", "fast", "compiled"] = Field(
         "compiled",
@@ -63,6 +112,10 @@ class DeployConfig(BaseSettings):
         "(eager's start-up, near-compiled decode). `compiled`: torch.compile + CUDA graphs for decode and five "
         "prefill sizes (quickest time to first token, slower start-up). `eager`: no graphs at all (debugging; "
         "decodes many times slower). The original's FAST_BOOT=1 means `fast`.",
+    )
+    model_revision: str | None = Field(
+        None,
+        description="Hugging Face revision (commit hash) of the model; unset: the catalog's pinned revision.",
     )
     max_model_len: int | None = Field(
         None,
@@ -73,40 +126,62 @@ class DeployConfig(BaseSettings):
         32, description="Concurrent requests one container takes (@modal.concurrent and vLLM --max-num-seqs)."
     )
     scaledown_window: int = Field(
-        15 * 60, description="Seconds an idle container stays up before Modal scales it to zero (2-3600)."
+        15 * 60,
+        description="Seconds an idle container stays up before Modal scales it to zero (2-3600).",
+        json_schema_extra=MODAL_ONLY,
     )
     gpu_memory_utilization: float = Field(
         0.90, description="Fraction of GPU memory vLLM may use for weights, activations and KV cache."
     )
     prefix_caching: bool = Field(True, description="Reuse the KV cache of shared prompt prefixes.")
     dtype: str = Field("bfloat16", description="Activation dtype. GPT-OSS runs in bfloat16 only.")
-    region: str | None = Field(None, description="Modal region to run in (e.g. `us-east`); unset: any.")
-    app_name: str = Field(DEFAULT_APP_NAME, description="Modal app name.")
-    vllm_version: str = Field("0.26.0", description="vLLM release installed in the Modal image.")
+    region: str | None = Field(
+        None,
+        description="Modal region to run in (e.g. `us-east`); unset: any.",
+        json_schema_extra=MODAL_ONLY,
+    )
+    app_name: str = Field(DEFAULT_APP_NAME, description="Modal app name.", json_schema_extra=MODAL_ONLY)
+    vllm_version: str = Field(
+        "0.26.0",
+        description="vLLM release installed in the Modal image.",
+        json_schema_extra=MODAL_ONLY,
+    )
     port: int = Field(8000, description="Port vLLM listens on inside the container or on this machine.")
     startup_timeout: int | None = Field(
         None,
-        description="Seconds Modal waits for the server to come up. Unset: derived from model and boot mode.",
+        description="Seconds to wait for the server to come up (on Modal, or `serve --local`). Unset: derived "
+        "from model and boot mode (300 for the local CPU engine).",
     )
-    timeout: int = Field(60 * 60, description="Longest a single request may run on Modal, in seconds.")
+    timeout: int = Field(
+        60 * 60,
+        description="Longest a single request may run on Modal, in seconds.",
+        json_schema_extra=MODAL_ONLY,
+    )
     proxy_auth: bool = Field(
         True,
         description="Require Modal proxy auth (Modal-Key / Modal-Secret headers) on the endpoint.",
+        json_schema_extra=MODAL_ONLY,
     )
     api_key_secret: str | None = Field(
         None,
         description="Name of a Modal Secret holding VLLM_API_KEY; clients then send `Authorization: Bearer`.",
+        json_schema_extra=MODAL_ONLY,
     )
     api_key: SecretStr | None = Field(
-        None, description="Bearer key for the local server (never written to logs or shown by `config`)."
+        None,
+        description="Bearer key for the local server (never written to logs or shown by `config`).",
+        json_schema_extra=LOCAL_ONLY,
     )
     public: bool = Field(
-        False, description="Serve with no auth at all. Must be asked for explicitly; prints a warning."
+        False,
+        description="Serve with no auth at all. Must be asked for explicitly; prints a warning.",
+        json_schema_extra=MODAL_ONLY,
     )
     snapshot: bool = Field(
         False,
         description="Modal memory + GPU snapshot of a started, sleeping engine (vLLM sleep mode): later cold "
         "starts restore it instead of loading and compiling again. Uses Modal's experimental GPU snapshots.",
+        json_schema_extra=MODAL_ONLY,
     )
     responses_store: bool = Field(
         False,
@@ -117,7 +192,9 @@ class DeployConfig(BaseSettings):
     )
     # NoDecode: from the environment this is shell words (or a JSON list), parsed by the validator below.
     extra_vllm_args: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Extra flags appended to `vllm serve`, for what this tool lacks."
+        default_factory=list,
+        description="Extra flags appended to `vllm serve`, for what this tool lacks: shell words "
+        "(`--seed 7`) or a JSON list.",
     )
 
     # --- sources --------------------------------------------------------------------------------------
@@ -139,15 +216,8 @@ class DeployConfig(BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _seed_alias(cls, data: Any) -> Any:
-        # The seed called the boot mode FAST_BOOT (a bool); keep accepting it.
-        if isinstance(data, dict) and "fast_boot" in data:
-            data = dict(data)
-            fast = data.pop("fast_boot")
-            if isinstance(fast, str):
-                fast = fast.strip().lower() in ("1", "true", "yes", "on")
-            data.setdefault("boot", "fast" if fast else "compiled")
-        return data
+    def _fast_boot(cls, data: Any) -> Any:
+        return fast_boot_as_boot(data) if isinstance(data, dict) else data
 
     @field_validator("model")
     @classmethod
@@ -190,67 +260,20 @@ class DeployConfig(BaseSettings):
             )
         raise ValueError(f"dtype {v!r} is not supported; GPT-OSS runs in bfloat16")
 
-    @field_validator("max_model_len")
+    @field_validator(*RANGES)
     @classmethod
-    def _max_model_len(cls, v: int | None) -> int | None:
-        if v is not None and not 256 <= v <= 131072:
-            raise ValueError(f"{v} is out of range: use 256 to 131072 tokens (the models' limit)")
+    def _in_range(cls, v: float | None, info: ValidationInfo) -> float | None:
+        low, high, allowed = RANGES[info.field_name]
+        if v is not None and not low <= v <= high:
+            raise ValueError(f"{v} is out of range: {allowed}")
         return v
 
-    @field_validator("max_inputs")
+    @field_validator(*SHAPES)
     @classmethod
-    def _max_inputs(cls, v: int) -> int:
-        if not 1 <= v <= 1024:
-            raise ValueError(f"{v} is out of range: use 1 to 1024 concurrent requests per container")
-        return v
-
-    @field_validator("scaledown_window")
-    @classmethod
-    def _scaledown(cls, v: int) -> int:
-        if not 2 <= v <= 3600:
-            raise ValueError(f"{v} is out of range: Modal allows 2 to 3600 seconds")
-        return v
-
-    @field_validator("gpu_memory_utilization")
-    @classmethod
-    def _gpu_mem(cls, v: float) -> float:
-        if not 0.3 <= v <= 0.98:
-            raise ValueError(f"{v} is out of range: use a fraction from 0.3 to 0.98")
-        return v
-
-    @field_validator("app_name")
-    @classmethod
-    def _app_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", v):
-            raise ValueError(f"{v!r} is not a valid Modal app name: letters, digits, '-', '_' and '.'")
-        return v
-
-    @field_validator("vllm_version")
-    @classmethod
-    def _vllm_version(cls, v: str) -> str:
-        if not re.fullmatch(r"\d+\.\d+\.\d+(\.post\d+|rc\d+)?", v):
-            raise ValueError(f"{v!r} is not a vLLM release number such as 0.26.0")
-        return v
-
-    @field_validator("port")
-    @classmethod
-    def _port(cls, v: int) -> int:
-        if not 1 <= v <= 65535:
-            raise ValueError(f"{v} is not a TCP port (1-65535)")
-        return v
-
-    @field_validator("startup_timeout")
-    @classmethod
-    def _startup_timeout(cls, v: int | None) -> int | None:
-        if v is not None and not 30 <= v <= 3 * 3600:
-            raise ValueError(f"{v} is out of range: use 30 to 10800 seconds")
-        return v
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, v: int) -> int:
-        if not 10 <= v <= 24 * 3600:
-            raise ValueError(f"{v} is out of range: Modal allows 10 to 86400 seconds")
+    def _shape(cls, v: str, info: ValidationInfo) -> str:
+        pattern, what = SHAPES[info.field_name]
+        if not re.fullmatch(pattern, v):
+            raise ValueError(f"{v!r} is not {what}")
         return v
 
     @field_validator("extra_vllm_args", mode="before")
@@ -343,6 +366,12 @@ class DeployConfig(BaseSettings):
         return catalog.MODELS.get(self.model)
 
     @property
+    def revision(self) -> str:
+        """The model's Hugging Face revision: model_revision, else the catalog's pin ("main" for tiny)."""
+        pinned = self.model_info.revision if self.model_info is not None else "main"
+        return self.model_revision or pinned
+
+    @property
     def requires_proxy_auth(self) -> bool:
         return self.proxy_auth and not self.public
 
@@ -381,11 +410,28 @@ def _toml_layer(path: Path) -> dict[str, Any]:
 def _env_layer() -> dict[str, Any]:
     values = EnvSettingsSource(DeployConfig, env_prefix=ENV_PREFIX, case_sensitive=False)()
     values = {k: v for k, v in values.items() if k in DeployConfig.model_fields}
-    # Seed compatibility: the Modal example's FAST_BOOT, and GPT_OSS_FAST_BOOT, both mean boot=fast.
-    for name in ("FAST_BOOT", ENV_PREFIX + "FAST_BOOT"):
-        if name in os.environ and "boot" not in values:
-            values["fast_boot"] = os.environ[name]
+    for name in FAST_BOOT_ENV:
+        if name in os.environ:
+            values[FAST_BOOT] = os.environ[name]
     return values
+
+
+def applies(name: str, where: Literal["modal", "local"]) -> bool:
+    """Whether setting `name` has an effect on Modal / on this machine (its `where` tag; untagged: both)."""
+    extra = DeployConfig.model_fields[name].json_schema_extra
+    return not isinstance(extra, dict) or extra.get("where", where) == where
+
+
+def cache_dir() -> Path:
+    """This machine's cache: the tiny checkpoint, its tokenizer and vocabulary, the local engine's logs.
+
+    $GPT_OSS_CACHE_DIR, else the platform's user cache directory (~/.cache/gpt-oss-modal on Linux).
+    """
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("gpt-oss-modal"))
 
 
 @dataclass
@@ -424,14 +470,12 @@ def load_config(cli: dict[str, Any] | None = None, *, config_file: Path | None =
     merged: dict[str, Any] = {}
     sources = {name: "default" for name in DeployConfig.model_fields}
     for origin, values in layers:
-        unknown = set(values) - set(DeployConfig.model_fields) - {"fast_boot"}
+        values = fast_boot_as_boot(values)  # so a later FAST_BOOT overrides an earlier boot
+        unknown = set(values) - set(DeployConfig.model_fields)
         if unknown:
             raise ConfigError(
                 f"{origin}: unknown setting {sorted(unknown)[0]!r}; see `gpt-oss-modal config --help` for the list"
             )
-        if "fast_boot" in values:
-            merged.pop("boot", None)  # a later FAST_BOOT overrides an earlier boot
-            sources["boot"] = origin
         merged.update(values)
         for name in values:
             if name in sources:
@@ -453,7 +497,3 @@ def describe(error: ValidationError) -> str:
     if loc != "config" and msg.startswith(loc + ":"):
         return msg
     return f"{loc}: {msg}" if loc != "config" else msg
-
-
-def from_json(text: str) -> DeployConfig:
-    return DeployConfig.model_validate(json.loads(text))

@@ -15,10 +15,7 @@ from . import engine, image, modal_ops
 from .config import DeployConfig
 
 # Volume per mount path, as the app mounts them.
-VOLUMES = {
-    engine.HF_CACHE_DIR: modal_ops.HF_CACHE_VOLUME,
-    engine.VLLM_CACHE_DIR: modal_ops.VLLM_CACHE_VOLUME,
-}
+VOLUMES = {v.mount: v.name for v in engine.CACHE_VOLUMES}
 
 
 def volume_of(path: str) -> str | None:

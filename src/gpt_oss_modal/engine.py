@@ -12,15 +12,23 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
-from . import auth, catalog
+from . import auth
 from .config import SERVED_MODEL_NAME, DeployConfig
-from .planner import require_fit
+from .planner import Plan, require_fit
 
 Target = Literal["modal", "local-gpu", "local-cpu"]
 
-# Where the Modal volumes are mounted; the environment below points Hugging Face and vLLM at them.
-HF_CACHE_DIR = "/root/.cache/huggingface"
-VLLM_CACHE_DIR = "/root/.cache/vllm"
+
+@dataclass(frozen=True)
+class CacheVolume:
+    name: str  # the Modal Volume; the names Modal's own vLLM examples use, so a workspace shares the cache
+    mount: str  # where the container mounts it; the environment below points Hugging Face and vLLM there
+
+
+HF_CACHE = CacheVolume("huggingface-cache", "/root/.cache/huggingface")  # model weights
+VLLM_CACHE = CacheVolume("vllm-cache", "/root/.cache/vllm")  # torch.compile, Triton and Inductor artefacts
+CACHE_VOLUMES = (HF_CACHE, VLLM_CACHE)
+HF_CACHE_DIR, VLLM_CACHE_DIR = HF_CACHE.mount, VLLM_CACHE.mount
 
 # Every cache the engine's start-up writes, each in a directory of the vllm-cache volume, so that the next
 # cold container reads what the last one compiled (docs/cold-start.md lists them). One volume, because they
@@ -106,22 +114,24 @@ def build_command(
     cfg: DeployConfig,
     *,
     target: Target = "modal",
+    plan: Plan | None = None,
     model_path: str | None = None,
-    max_model_len: int | None = None,
+    default_max_model_len: int | None = None,
 ) -> EngineCommand:
     """The engine command for `cfg` on `target`.
 
+    plan: the fit plan of `cfg`, when the caller has it already (else it is computed here).
     model_path: what to load instead of the Hugging Face id (the tiny checkpoint's directory, say).
-    max_model_len: for the CPU target, where the planner (a GPU planner) has no say.
+    default_max_model_len: the CPU target's context when the config sets none (the checkpoint's own),
+    since the planner (a GPU planner) has no say there.
     """
     on_gpu = target != "local-cpu"
     if on_gpu:
         if cfg.model_info is None:
             raise ValueError(f"{cfg.model} has no GPU plan; it runs on the local CPU engine only")
-        plan = require_fit(cfg)
-        context = plan.max_model_len
+        context = (plan or require_fit(cfg)).max_model_len
     else:
-        context = max_model_len or cfg.max_model_len or 4096
+        context = cfg.max_model_len or default_max_model_len or 4096
 
     argv = [
         "vllm",
@@ -147,6 +157,8 @@ def build_command(
         "openai_gptoss",
         "--enable-prefix-caching" if cfg.prefix_caching else "--no-enable-prefix-caching",
     ]
+    if model_path is None and cfg.revision != "main":
+        argv += ["--revision", cfg.revision]  # the weights (and code) of exactly this commit
     if on_gpu:
         argv += [
             "--tensor-parallel-size",
@@ -203,8 +215,3 @@ def build_command(
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         }
     return EngineCommand(argv=argv, env=env, max_model_len=context, secret_env=secret_env)
-
-
-def describe_kernels(cfg: DeployConfig) -> str:
-    gpu = cfg.gpu_type
-    return f"MXFP4 MoE: {catalog.moe_kernel(gpu)}, attention: {catalog.attention_backend(gpu)}"

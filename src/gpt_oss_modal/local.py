@@ -28,10 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
-
-from . import catalog
-from .config import DeployConfig
+from . import catalog, client
+from .config import DeployConfig, cache_dir
 from .engine import EngineCommand, Target, build_command
 
 # The module that runs vLLM's CLI (see gpt_oss_modal.vllm_entry for why not the `vllm` script).
@@ -62,15 +60,6 @@ class LocalServerError(RuntimeError):
 
 
 # --- where things live -----------------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """gpt-oss-modal's cache directory (GPT_OSS_CACHE_DIR overrides the platform's user cache dir)."""
-    if os.environ.get("GPT_OSS_CACHE_DIR"):
-        return Path(os.environ["GPT_OSS_CACHE_DIR"])
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("gpt-oss-modal"))
 
 
 def log_dir() -> Path:
@@ -283,16 +272,16 @@ class LocalServer:
             )
         env_extra: dict[str, str] = {}
         model_path = None
-        max_model_len = None
+        default_len = None
         if self.target == "local-cpu":
             try:
                 ckpt = self._checkpoint or tiny_checkpoint(scripted=True)
             except (OSError, RuntimeError, ImportError) as e:  # no vocabulary (TokenizerError), no disk...
                 raise LocalServerError(f"cannot prepare the tiny checkpoint: {e}") from e
-            model_path, max_model_len = str(ckpt.path), ckpt.max_model_len
+            model_path, default_len = str(ckpt.path), ckpt.max_model_len
             env_extra |= ckpt.env
         self.command = build_command(
-            self.cfg, target=self.target, model_path=model_path, max_model_len=max_model_len
+            self.cfg, target=self.target, model_path=model_path, default_max_model_len=default_len
         )
         env = {**os.environ, **self.command.env, **env_extra, **self._extra_env}
         env["PYTHONUNBUFFERED"] = "1"
@@ -348,39 +337,38 @@ class LocalServer:
         """
         if self.proc is None or self.started_at is None:
             raise RuntimeError("start() first")
-        deadline = self.started_at + timeout
+        started = self.started_at
         display = _Progress(console, self.target) if progress else None
+
+        def alive() -> None:  # before every poll: show progress; an engine that exited ends the wait
+            elapsed, current = time.monotonic() - started, (self.last_lines(1) or [""])[0]
+            if display:
+                display.update(elapsed, current)
+            if on_tick:
+                on_tick(elapsed, current)
+            code = self.proc.poll() if self.proc is not None else None
+            if code is not None:
+                self._drain()
+                raise self._error(f"the engine exited with code {code} during start-up")
+
         try:
             # With a key, /health is guarded too (gpt_oss_modal.auth): the wait sends it.
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            with httpx.Client(timeout=2.0, headers=headers) as http:
-                while True:
-                    elapsed = time.monotonic() - self.started_at
-                    current = (self.last_lines(1) or [""])[0]
-                    if display:
-                        display.update(elapsed, current)
-                    if on_tick:
-                        on_tick(elapsed, current)
-                    code = self.proc.poll()
-                    if code is not None:
-                        self._drain()
-                        raise self._error(f"the engine exited with code {code} during start-up")
-                    try:
-                        if http.get(self.url + "/health").status_code == 200:
-                            self.ready_after = time.monotonic() - self.started_at
-                            return self.ready_after
-                    except httpx.HTTPError:
-                        pass
-                    if time.monotonic() >= deadline:
-                        err = self._error(
-                            f"the engine did not answer /health within {timeout:.0f} s; stopped it"
-                        )
-                        self.stop()
-                        raise err
-                    time.sleep(0.5)
+            client.wait_healthy(
+                self.url, timeout=started + timeout - time.monotonic(), api_key=self.api_key,
+                interval=0.5, poll_timeout=2.0, check=alive,
+            )  # fmt: skip
+        except (TimeoutError, RuntimeError) as e:
+            if isinstance(e, LocalServerError):
+                raise
+            what = f"within {timeout:.0f} s" if isinstance(e, TimeoutError) else f"({e})"
+            err = self._error(f"the engine did not answer /health {what}; stopped it")
+            self.stop()
+            raise err from None
         finally:
             if display:
                 display.close()
+        self.ready_after = time.monotonic() - started
+        return self.ready_after
 
     def _drain(self, timeout: float = 5.0) -> None:
         """Let the reader catch the last output of an exited engine."""

@@ -36,7 +36,7 @@ cfg = load_config().config
 # build only (`gpt-oss-modal serve --local`), and a model that does not fit the GPU would only crash
 # minutes into a paid container start-up; the planner says why and names a GPU that fits.
 plan = modal_ops.check_deployable(cfg)
-command = engine.build_command(cfg, target="modal")
+command = engine.build_command(cfg, target="modal", plan=plan)
 
 # ## The container image
 #
@@ -62,8 +62,7 @@ image = build_image(image_spec(cfg, env=command.env))
 # every kernel. Two Volumes keep them: the Hugging Face cache, and vLLM's torch.compile / Triton /
 # Inductor artefacts, so a second cold start skips both (docs/performance.md has the numbers).
 
-hf_cache = modal.Volume.from_name(modal_ops.HF_CACHE_VOLUME, create_if_missing=True)
-vllm_cache = modal.Volume.from_name(modal_ops.VLLM_CACHE_VOLUME, create_if_missing=True)
+volumes = {v.mount: modal.Volume.from_name(v.name, create_if_missing=True) for v in engine.CACHE_VOLUMES}
 
 # ## Who may call it
 #
@@ -105,7 +104,7 @@ replica = {
     "scaledown_window": cfg.scaledown_window,
     "timeout": cfg.timeout,
     "startup_timeout": cfg.effective_startup_timeout(),
-    "volumes": {engine.HF_CACHE_DIR: hf_cache, engine.VLLM_CACHE_DIR: vllm_cache},
+    "volumes": volumes,
     "secrets": secrets,
     "region": cfg.region,
 }

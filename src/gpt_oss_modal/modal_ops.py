@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import catalog, image, planner
+from . import catalog, engine, image, planner
 from .config import CONFIG_JSON_ENV, ConfigError, DeployConfig
 
 APP_MODULE = "gpt_oss_modal.modal_app"
@@ -26,11 +26,9 @@ SERVE_FUNCTION = "serve"  # the web function's name in the app, part of its URL
 SERVER_CLASS = "Server"
 ENTRYPOINT = "main"  # the local entrypoint `modal run` calls: wait for /health, smoke test
 
-# The Volumes that keep weights and compiled kernels between containers, and where they are mounted
-# (engine.HF_CACHE_DIR / VLLM_CACHE_DIR). The names are the ones Modal's own vLLM examples use, so a
-# workspace that ran them already has the cache.
-HF_CACHE_VOLUME = "huggingface-cache"
-VLLM_CACHE_VOLUME = "vllm-cache"
+# The Volumes that keep weights and compiled kernels between containers: names and mount paths together,
+# in engine.CACHE_VOLUMES (the engine's environment points at the mounts).
+CACHE_VOLUMES = engine.CACHE_VOLUMES
 
 # A Modal proxy auth token (https://modal.com/settings/proxy-auth-tokens) for the private endpoint.
 PROXY_KEY_ENV = "MODAL_KEY"
@@ -128,6 +126,20 @@ def stop_argv(app_name: str, *, yes: bool = False) -> list[str]:
 def logs_argv(
     app_name: str, *, follow: bool = False, tail: int | None = None, since: str | None = None
 ) -> list[str]:
+    """`modal app logs`: fetch past entries (--tail / --since) or stream new ones (--follow), not both.
+
+    Modal refuses --follow together with --tail/--since ("cannot be combined"), so this says so first,
+    in words that name our flags (ValueError). Fetching and then following would leave a gap or repeats
+    between the two, which nothing here could tell the user about.
+    """
+    if follow and (tail is not None or since):
+        given = " and ".join(f for f, v in (("--tail", tail is not None), ("--since", since)) if v)
+        raise ValueError(
+            f"--follow streams new entries only and cannot be combined with {given}; "
+            "drop --follow to fetch past entries, or drop " + given + " to follow"
+        )
+    if tail is not None and tail <= 0:
+        raise ValueError(f"--tail {tail}: give a positive number of entries")
     args = ["app", "logs", app_name]
     if follow:
         args.append("--follow")
@@ -210,13 +222,6 @@ class VolumeUsage:
     bytes: int = 0
 
 
-def cache_volumes() -> list[tuple[str, str]]:
-    """(volume name, mount path in the container) of the two caches."""
-    from .engine import HF_CACHE_DIR, VLLM_CACHE_DIR
-
-    return [(HF_CACHE_VOLUME, HF_CACHE_DIR), (VLLM_CACHE_VOLUME, VLLM_CACHE_DIR)]
-
-
 def _volume(name: str) -> Any:
     """The named Volume, hydrated; None when it does not exist (yet)."""
     from modal.exception import AuthError, NotFoundError
@@ -241,7 +246,7 @@ def volume_usage() -> list[VolumeUsage]:
     from modal.types import FileEntryType
 
     out = []
-    for name, mount in cache_volumes():
+    for name, mount in ((v.name, v.mount) for v in CACHE_VOLUMES):
         vol = _volume(name)
         if vol is None:
             out.append(VolumeUsage(name, mount, exists=False))
@@ -263,7 +268,7 @@ def clear_volume(name: str) -> int:
 
     Returns how many top-level entries were removed.
     """
-    names = [n for n, _ in cache_volumes()]
+    names = [v.name for v in CACHE_VOLUMES]
     if name not in names:
         raise ModalError(f"{name!r} is not one of this tool's cache volumes ({', '.join(names)})")
     require_modal()

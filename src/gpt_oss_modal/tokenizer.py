@@ -28,6 +28,8 @@ from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 
+from .config import cache_dir
+
 # ---- the vocabulary ----------------------------------------------------------------------------------
 
 VOCAB_FILENAME = "o200k_base.tiktoken"
@@ -99,17 +101,7 @@ class TokenizerError(RuntimeError):
     """The vocabulary is missing or not the expected file; the message says how to fix it."""
 
 
-# ---- the cache ---------------------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """Where built artefacts live: $GPT_OSS_MODAL_CACHE, else the platform's user cache dir."""
-    env = os.environ.get("GPT_OSS_MODAL_CACHE")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("gpt-oss-modal"))
+# ---- the cache (config.cache_dir: $GPT_OSS_CACHE_DIR or the user cache directory) ---------------------
 
 
 def _sha256(data: bytes) -> str:
@@ -164,9 +156,6 @@ def encodings_dir() -> Path:
         return target
     _atomic_write(path, _packaged_vocab())
     return target
-
-
-vocab_dir = encodings_dir  # the name the task brief used
 
 
 def vocab_file() -> Path:

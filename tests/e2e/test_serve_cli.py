@@ -1,18 +1,16 @@
 """`gpt-oss-modal serve --local` itself, as a user runs it: a second, separate server.
 
-The command comes up, prints the base URL and a curl line, answers a plain HTTP POST (what the printed curl
-line does), guards every route with --api-key, and on SIGINT (Ctrl-C) stops the engine and exits 0,
-leaving no process behind.
+The command comes up with the context asked for, prints the base URL and a curl line, answers a plain HTTP
+POST (what the printed curl line does), guards every route with --api-key, and on SIGINT (Ctrl-C) stops the
+engine and exits 0, leaving no process behind.
 """
 
 from __future__ import annotations
 
 import os
 import queue
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,15 +22,6 @@ from gpt_oss_modal import local as lo
 from gpt_oss_modal import tiny
 
 pytestmark = pytest.mark.e2e
-
-
-def _command() -> list[str]:
-    """The installed console script next to this Python (what the README runs), else the module."""
-    script = Path(sys.executable).with_name("gpt-oss-modal")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("gpt-oss-modal")
-    return [found] if found else [sys.executable, "-m", "gpt_oss_modal.cli"]
 
 
 def _descendants(pid: int) -> set[int]:
@@ -72,26 +61,15 @@ def _pump(stream, lines: queue.Queue, sink: list[str]) -> None:
     lines.put(None)
 
 
-def test_serve_local_comes_up_answers_and_stops_cleanly_on_sigint(
-    tmp_path: Path, startup_timeout: float
-) -> None:
+def test_serve_local_comes_up_answers_and_stops_cleanly_on_sigint(cli, startup_timeout: float) -> None:
     port = lo.free_port()
     key = "e2e-secret-key"
-    # A clean environment: no GPT_OSS_* settings or TOML file of the developer's leak into the command.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPT_OSS_")}
-    env["GPT_OSS_CACHE_DIR"] = os.environ.get("GPT_OSS_CACHE_DIR", str(lo.cache_dir()))
-    argv = [*_command(), "serve", "--local", "--port", str(port), "--api-key", key]
     t0 = time.monotonic()
-    proc = subprocess.Popen(
-        argv,
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # SIGINT goes to the command only, as Ctrl-C would
-    )
+    # --max-model-len: the user's context wins over the tiny checkpoint's own 4096.
+    proc = cli.popen(
+        "serve", "--local", "--port", str(port), "--api-key", key, "--max-model-len", "2048",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # its own session: SIGINT reaches it only, as Ctrl-C
+    )  # fmt: skip
     out_lines: queue.Queue = queue.Queue()
     stdout: list[str] = []
     stderr: list[str] = []
@@ -134,6 +112,8 @@ def test_serve_local_comes_up_answers_and_stops_cleanly_on_sigint(
         data = r.json()
         assert data["choices"][0]["message"]["content"] == tiny.FINAL_TEXT
         assert data["choices"][0]["finish_reason"] == "stop"
+        models = httpx.get(f"{base_url}/models", headers=auth, timeout=30).json()["data"]
+        assert [m["max_model_len"] for m in models] == [2048]
         # --api-key guards the API and the rest (here /health) alike
         assert httpx.post(f"{base_url}/chat/completions", json=body, timeout=30).status_code == 401
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).status_code == 401
