@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,8 +25,10 @@ NOWHERE = "http://127.0.0.1:9"
 
 
 def run(
-    *args: str, home: Path, env: dict | None = None, timeout: float = 60
+    *args: str, home: Path, env: dict | None = None, timeout: float = 300
 ) -> tuple[subprocess.CompletedProcess, float]:
+    """The command's result and how long it took (for a failure message only: no test asserts on speed;
+    `timeout` only ends a hang, generously for a busy machine)."""
     cmd = [EXE, *args] if EXE else [sys.executable, "-m", "gpt_oss_modal.cli", *args]
     base = {
         k: v
@@ -59,13 +63,12 @@ MODAL_COMMANDS = [
 
 @pytest.mark.parametrize("args", MODAL_COMMANDS, ids=" ".join)
 def test_without_a_token_one_line_and_exit_2(args: list[str], tmp_path: Path) -> None:
-    r, seconds = run(*args, home=tmp_path)
+    r, _ = run(*args, home=tmp_path)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert "not authenticated" in lines[0] and "modal setup" in lines[0] and "MODAL_TOKEN_ID" in lines[0]
     assert r.stdout == ""
-    assert seconds < 15
 
 
 @pytest.mark.parametrize("args", [["stop"], ["deploy"], ["volumes", "list"], ["chat", "hi"]], ids=" ".join)
@@ -91,12 +94,11 @@ FAKE_TOKEN = {
 
 @pytest.mark.parametrize("command", ["deploy", "run"])
 def test_a_model_that_does_not_fit_is_refused_before_modal(command: str, tmp_path: Path) -> None:
-    r, seconds = run(command, "--model", "120b", "--gpu", "A10G", home=tmp_path, env=FAKE_TOKEN)
+    r, _ = run(command, "--model", "120b", "--gpu", "A10G", home=tmp_path, env=FAKE_TOKEN)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert "does not fit on A10G" in lines[0] and "A100-80GB" in lines[0]
-    assert seconds < 15
 
 
 def test_the_tiny_model_is_refused_for_modal(tmp_path: Path) -> None:
@@ -109,37 +111,46 @@ def test_the_tiny_model_is_refused_for_modal(tmp_path: Path) -> None:
 
 
 def test_run_needs_a_proxy_auth_token_before_building_anything(tmp_path: Path) -> None:
-    r, seconds = run("run", home=tmp_path, env=FAKE_TOKEN)
+    r, _ = run("run", home=tmp_path, env=FAKE_TOKEN)
     assert r.returncode == 2
     assert "MODAL_KEY" in r.stderr and "proxy-auth-tokens" in r.stderr
     assert "20b on H100" in r.stderr  # the plan was printed first
-    assert seconds < 15
 
 
-def test_deploy_public_prints_the_plan_and_warns_once_before_calling_modal(tmp_path: Path) -> None:
-    # With a (fake) token it goes on to `modal deploy`, which cannot reach NOWHERE: stop it once warned.
-    cmd = [EXE] if EXE else [sys.executable, "-m", "gpt_oss_modal.cli"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPT_OSS_", "MODAL_"))}
-    env |= {"HOME": str(tmp_path), **FAKE_TOKEN}
-    proc = subprocess.Popen(
-        [*cmd, "deploy", "--public"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-        text=True, start_new_session=True,
-    )  # fmt: skip
-    lines: list[str] = []
+@pytest.fixture
+def hangs_up() -> Iterator[str]:
+    """A Modal server address on 127.0.0.1 that accepts each connection and closes it at once: a command
+    that reaches Modal ends by itself ("Connection lost"), after everything it prints before calling out."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any("warning" in line for line in lines):
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-        time.sleep(3)  # room for a second warning from the app module, which must not come
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    text = "".join(lines) + proc.stderr.read()
-    assert "openai/gpt-oss-20b on H100" in text
-    assert text.count("anyone with the URL can call it") == 1, text
+        stop.set()
+        server.close()
+        thread.join(10)
+
+
+def test_deploy_public_prints_the_plan_and_warns_once_before_calling_modal(
+    tmp_path: Path, hangs_up: str
+) -> None:
+    # It goes on to `modal deploy`, which imports the app (where a second warning must not come) and then
+    # fails to talk to Modal: the whole output, to the end, has the plan and exactly one warning.
+    r, _ = run("deploy", "--public", home=tmp_path, env={**FAKE_TOKEN, "MODAL_SERVER_URL": hangs_up})
+    assert r.returncode != 0
+    assert "openai/gpt-oss-20b on H100" in r.stderr
+    assert r.stderr.count("anyone with the URL can call it") == 1, r.stderr
 
 
 def test_volumes_clear_refuses_other_names(tmp_path: Path) -> None:
@@ -151,10 +162,9 @@ def test_volumes_clear_refuses_other_names(tmp_path: Path) -> None:
 def test_chat_with_a_bad_effort_or_an_unreachable_server(tmp_path: Path) -> None:
     r, _ = run("chat", "hi", "--base-url", "http://127.0.0.1:9", "--reasoning-effort", "max", home=tmp_path)
     assert r.returncode == 2 and "low, medium or high" in r.stderr
-    r, seconds = run("chat", "hi", "--base-url", "http://127.0.0.1:9", home=tmp_path)
+    r, _ = run("chat", "hi", "--base-url", "http://127.0.0.1:9", home=tmp_path)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1].startswith("error: cannot reach http://127.0.0.1:9/v1")
-    assert seconds < 30
 
 
 # --- the command lines the CLI hands to Modal -------------------------------------------------------------
