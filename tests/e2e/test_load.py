@@ -32,7 +32,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 HOST = "127.0.0.1"
-SOAK_REQUESTS = int(os.environ.get("GPT_OSS_SOAK_REQUESTS", "400"))
+SOAK_REQUESTS = int(os.environ.get("GPT_OSS_SOAK_REQUESTS", "200"))
 SOAK_RSS_GROWTH_BOUND_MB = 300
 REQUEST_TIMEOUT = 600.0  # seconds: a bound on one request's hang, generous for a busy two-core machine
 HELLO = [{"role": "user", "content": "Hello!"}]
