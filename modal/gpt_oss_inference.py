@@ -1,11 +1,11 @@
-"""The seed's entry point, kept working: GPT-OSS behind vLLM on Modal.
+"""The original entry point, kept working: GPT-OSS behind vLLM on Modal.
 
     modal run modal/gpt_oss_inference.py      # temporary server + smoke test (health, chat, streamed chat)
     modal deploy modal/gpt_oss_inference.py   # persistent app `gpt-oss-vllm-inference`, served model `llm`
 
 The app itself lives in `gpt_oss_modal.modal_app` (read it: it is written to be read) and is configured
 without editing code: `GPT_OSS_*` environment variables or `gpt-oss-modal.toml` here, e.g.
-`GPT_OSS_MODEL=120b GPT_OSS_GPU=H100:2 modal deploy modal/gpt_oss_inference.py`; the seed's `FAST_BOOT=1`
+`GPT_OSS_MODEL=120b GPT_OSS_GPU=H100:2 modal deploy modal/gpt_oss_inference.py`; the original `FAST_BOOT=1`
 still means eager start-up. `gpt-oss-modal deploy` does the same with flags and checks first.
 
 This file only re-exports the app. The container never imports it: Modal records that `serve` (or, with
@@ -13,16 +13,33 @@ This file only re-exports the app. The container never imports it: Modal records
 there, from the package the app's image ships with `add_local_python_source`.
 """
 
+import importlib.util
+import sys
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+IN_CHECKOUT = (CHECKOUT / "pyproject.toml").is_file() and (CHECKOUT / "src" / "gpt_oss_modal").is_dir()
+
+if IN_CHECKOUT and importlib.util.find_spec("gpt_oss_modal") is None:
+    sys.path.insert(0, str(CHECKOUT / "src"))  # a checkout without `pip install -e .`: use its src/ directly
+
 try:
     from gpt_oss_modal import modal_app
-except ModuleNotFoundError as e:  # a checkout without `pip install -e .`: use its src/ directly
-    if e.name != "gpt_oss_modal":
+except ModuleNotFoundError as e:
+    # Only `pip install modal` done: the package, or a dependency of it (pydantic-settings ...), is missing.
+    # One line saying what to install, not a traceback. A missing module of the package itself is a bug.
+    if e.name is None or e.name.startswith("gpt_oss_modal."):
         raise
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from gpt_oss_modal import modal_app
+    install = (
+        f"pip install -e '.[modal]' in {CHECKOUT}" if IN_CHECKOUT else "pip install 'gpt-oss-modal[modal]'"
+    )
+    print(
+        f"error: gpt_oss_inference.py needs the gpt-oss-modal package and its dependencies "
+        f"(no module named {e.name!r}): {install}",
+        file=sys.stderr,
+        flush=True,
+    )
+    raise SystemExit(2) from None
 
 app, main = modal_app.app, modal_app.main
 # The web endpoint: the function `serve`, or with `snapshot = true` the class `Server` (method `serve`).

@@ -53,7 +53,7 @@ class Cli:
         return env | extra
 
     def run(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
     ) -> subprocess.CompletedProcess:
         """Run to the end; stdin is empty, like a command in a pipeline."""
         return subprocess.run(

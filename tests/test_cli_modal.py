@@ -4,11 +4,10 @@ say so in one line and exit non-zero, and a config that cannot run must be refus
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
+import socket
 import sys
-import time
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,24 +87,38 @@ def test_run_needs_a_proxy_auth_token_before_building_anything(cli) -> None:
     assert "20b on H100" in r.stderr  # the plan was printed first
 
 
-def test_deploy_public_prints_the_plan_and_warns_once_before_calling_modal(cli) -> None:
-    # With a (fake) token it goes on to `modal deploy`, which cannot reach NOWHERE: stop it once warned.
-    proc = cli.popen("deploy", "--public", env=FAKE_TOKEN, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    lines: list[str] = []
+@pytest.fixture
+def hangs_up() -> Iterator[str]:
+    """A Modal server address on 127.0.0.1 that accepts each connection and closes it at once: a command
+    that reaches Modal ends by itself ("Connection lost"), after everything it prints before calling out."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any("warning" in line for line in lines):
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-        time.sleep(3)  # room for a second warning from the app module, which must not come
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    text = "".join(lines) + proc.stderr.read()
-    assert "openai/gpt-oss-20b on H100" in text
-    assert text.count("anyone with the URL can call it") == 1, text
+        stop.set()
+        server.close()
+        thread.join(10)
+
+
+def test_deploy_public_prints_the_plan_and_warns_once_before_calling_modal(cli, hangs_up: str) -> None:
+    # It goes on to `modal deploy`, which imports the app (where a second warning must not come) and then
+    # fails to talk to Modal: the whole output, to the end, has the plan and exactly one warning.
+    r = cli("deploy", "--public", env={**FAKE_TOKEN, "MODAL_SERVER_URL": hangs_up}, timeout=300)
+    assert r.returncode != 0
+    assert "openai/gpt-oss-20b on H100" in r.stderr
+    assert r.stderr.count("anyone with the URL can call it") == 1, r.stderr
 
 
 def test_volumes_clear_refuses_other_names(cli) -> None:

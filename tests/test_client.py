@@ -67,8 +67,8 @@ def test_wait_healthy_times_out_on_a_closed_port() -> None:
         client.wait_healthy(
             f"http://127.0.0.1:{port}", timeout=1.5, interval=0.2, on_tick=lambda t, s: ticks.append((t, s))
         )
-    took = time.monotonic() - start
-    assert 1.4 <= took < 5
+    assert time.monotonic() - start >= 1.5  # it waited the whole timeout (however slow the machine) ...
+    assert 1 <= len(ticks) <= 1.5 / 0.2 + 1  # ... polling every interval, not in a busy loop
     assert f"http://127.0.0.1:{port}/health" in str(e.value)
     assert "ConnectError" in str(e.value)  # says what the last attempt saw
     assert ticks and all(s.startswith("ConnectError") for _, s in ticks)
@@ -79,9 +79,9 @@ def test_wait_healthy_returns_once_health_answers_200(server) -> None:
     handler.statuses = [(503, "loading"), (503, "loading"), (200, "")]
     ticks: list[str] = []
     seconds = client.wait_healthy(
-        url + "/v1/", timeout=30, interval=0.05, on_tick=lambda t, s: ticks.append(s)
+        url + "/v1/", timeout=300, interval=0.05, on_tick=lambda t, s: ticks.append(s)
     )
-    assert 0 <= seconds < 10
+    assert seconds >= 2 * 0.05  # two waits of one interval each, before the third poll
     assert ticks == ["HTTP 503 loading", "HTTP 503 loading"]
     assert [path for path, _ in handler.seen] == ["/health"] * 3  # /v1 stripped: /health is at the root
 
@@ -89,7 +89,7 @@ def test_wait_healthy_returns_once_health_answers_200(server) -> None:
 def test_wait_healthy_sends_proxy_auth_and_bearer_headers(server) -> None:
     url, handler = server
     headers = client.auth_headers(modal_key="wk-1", modal_secret="ws-2")
-    client.wait_healthy(url, timeout=10, headers=headers, api_key="k-3")
+    client.wait_healthy(url, timeout=300, headers=headers, api_key="k-3")
     sent = {k.lower(): v for k, v in handler.seen[0][1].items()}
     assert sent["modal-key"] == "wk-1" and sent["modal-secret"] == "ws-2"
     assert sent["authorization"] == "Bearer k-3"
@@ -98,10 +98,9 @@ def test_wait_healthy_sends_proxy_auth_and_bearer_headers(server) -> None:
 def test_wait_healthy_fails_at_once_when_modal_proxy_auth_refuses(server) -> None:
     url, handler = server
     handler.statuses = [(401, "modal-http: missing credentials for proxy authorization")]
-    start = time.monotonic()
     with pytest.raises(RuntimeError, match="MODAL_KEY and MODAL_SECRET") as e:
-        client.wait_healthy(url, timeout=30)
-    assert time.monotonic() - start < 5  # waiting would not help
+        client.wait_healthy(url, timeout=300)
+    assert len(handler.seen) == 1  # failed at the first answer: waiting would not help
     assert "was not sent" in str(e.value)
 
 
@@ -109,7 +108,8 @@ def test_wait_healthy_names_the_api_key_when_the_server_refuses(server) -> None:
     url, handler = server
     handler.statuses = [(401, '{"error": "Incorrect API key provided."}')]
     with pytest.raises(RuntimeError, match="API key was rejected"):
-        client.wait_healthy(url, timeout=30, api_key="wrong")
+        client.wait_healthy(url, timeout=300, api_key="wrong")
+    assert len(handler.seen) == 1
 
 
 def test_openai_client_headers_and_base_url(monkeypatch: pytest.MonkeyPatch) -> None:

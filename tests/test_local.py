@@ -19,6 +19,10 @@ from gpt_oss_modal.config import DeployConfig
 from gpt_oss_modal.engine import build_command
 
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_engine.py"))]
+# Bounds on a hang, not speed claims (the fake engine is ready in well under a second on an idle machine);
+# no test here asserts how long anything took.
+READY = 300
+GONE = 120
 
 
 def make(tmp_path: Path, mode: str, **cfg: object) -> lo.LocalServer:
@@ -35,8 +39,8 @@ def make(tmp_path: Path, mode: str, **cfg: object) -> lo.LocalServer:
 
 def test_ready_then_stop_ends_the_whole_group(tmp_path: Path) -> None:
     with make(tmp_path, "serve") as server:
-        seconds = server.wait_ready(30)
-        assert 0 < seconds < 30
+        seconds = server.wait_ready(READY)
+        assert seconds > 0
         assert server.base_url == f"http://127.0.0.1:{server.port}/v1"
         pgid = server.pgid
         assert pgid == server.proc.pid and os.getpgid(server.proc.pid) == pgid != os.getpgid(0)
@@ -54,7 +58,7 @@ def test_ready_then_stop_ends_the_whole_group(tmp_path: Path) -> None:
 def test_the_command_is_the_builders_with_the_checkpoint_and_env(tmp_path: Path) -> None:
     server = make(tmp_path, "serve", api_key="s3cret")
     with server:
-        server.wait_ready(30)
+        server.wait_ready(READY)
         cmd = server.command
         expected = build_command(server.cfg, target="local-cpu", model_path=str(tmp_path / "ckpt"))
         assert cmd == expected
@@ -72,7 +76,7 @@ def test_the_command_is_the_builders_with_the_checkpoint_and_env(tmp_path: Path)
 def test_engine_death_during_start_up_reports_exit_code_and_last_lines(tmp_path: Path) -> None:
     server = make(tmp_path, "die").start()
     with pytest.raises(lo.LocalServerError) as info:
-        server.wait_ready(30)
+        server.wait_ready(READY)
     err = info.value
     assert "exited with code 3 during start-up" in err.message
     assert err.last_lines[-1] == "RuntimeError: the fake engine failed to load the model"
@@ -82,18 +86,16 @@ def test_engine_death_during_start_up_reports_exit_code_and_last_lines(tmp_path:
 
 def test_start_up_timeout_stops_the_engine(tmp_path: Path) -> None:
     server = make(tmp_path, "hang").start()
-    t0 = time.monotonic()
     with pytest.raises(lo.LocalServerError, match=r"did not answer /health within 3 s") as info:
         server.wait_ready(3)
-    assert time.monotonic() - t0 < 20
     assert info.value.last_lines and not server.running
     assert lo.group_processes(server.pgid) == []
 
 
 def test_stop_escalates_to_sigkill_for_the_whole_group(tmp_path: Path) -> None:
     server = make(tmp_path, "stubborn").start()
-    server.wait_ready(30)
-    deadline = time.monotonic() + 10
+    server.wait_ready(READY)
+    deadline = time.monotonic() + GONE
     while len(lo.group_processes(server.pgid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(lo.group_processes(server.pgid)) == 2  # the engine and its child
@@ -108,9 +110,9 @@ def test_engine_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
 import sys, time
 from pathlib import Path
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from test_local import make
+from test_local import READY, make
 server = make(Path({str(tmp_path)!r}), "serve").start()
-server.wait_ready(30)
+server.wait_ready(READY)
 print(server.pgid, flush=True)
 time.sleep(600)
 """
@@ -119,8 +121,8 @@ time.sleep(600)
         pgid = int(proc.stdout.readline())
         assert lo.group_processes(pgid)
         proc.kill()
-        proc.wait(10)
-        deadline = time.monotonic() + 10
+        proc.wait(GONE)
+        deadline = time.monotonic() + GONE
         while lo.group_processes(pgid) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert lo.group_processes(pgid) == []
@@ -145,7 +147,9 @@ def test_progress_display_and_ticks(tmp_path: Path) -> None:
     ticks: list[tuple[float, str]] = []
     console = Console(file=open(os.devnull, "w"), force_terminal=True)  # noqa: SIM115
     with make(tmp_path, "serve") as server:
-        server.wait_ready(30, progress=True, console=console, on_tick=lambda s, line: ticks.append((s, line)))
+        server.wait_ready(
+            READY, progress=True, console=console, on_tick=lambda s, line: ticks.append((s, line))
+        )
     assert ticks and all(s >= 0 for s, _ in ticks)
 
 

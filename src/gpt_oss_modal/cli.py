@@ -584,26 +584,15 @@ def modal_run(loaded: LoadedConfig) -> None:
     The app stops when the test ends. A private endpoint needs a proxy auth token in MODAL_KEY and
     MODAL_SECRET (create one at modal.com/settings/proxy-auth-tokens).
     """
-    import os
-
-    from . import modal_ops
+    from . import modal_ops, precheck
 
     cfg = loaded.config
     p = _deployable(cfg)
     _modal_ready()
     _print_plan(cfg, p)
-    # Checked here too (the entrypoint checks again) so that a missing token costs no image build.
-    key, secret = modal_ops.proxy_credentials()
-    if cfg.requires_proxy_auth and not (key and secret):
-        fail(
-            "the smoke test needs a Modal proxy auth token for the private endpoint: create one at "
-            "modal.com/settings/proxy-auth-tokens and set MODAL_KEY=wk-... and MODAL_SECRET=ws-..."
-        )
-    if cfg.api_key_secret and not (os.environ.get("VLLM_API_KEY") or os.environ.get("GPT_OSS_API_KEY")):
-        fail(
-            f"the smoke test needs the key in Secret {cfg.api_key_secret!r}: "
-            "set VLLM_API_KEY to the same value"
-        )
+    # What the smoke test needs from this machine, checked before Modal builds anything.
+    if problem := precheck.run_problem(cfg):
+        fail(problem)
     _modal_call(modal_ops.run_argv(), modal_ops.app_env(cfg))
 
 

@@ -16,8 +16,8 @@ import os
 import sys
 
 import modal
-from gpt_oss_modal import container, engine, modal_ops
-from gpt_oss_modal.config import CONFIG_JSON_ENV, load_config
+from gpt_oss_modal import container, engine, modal_ops, precheck
+from gpt_oss_modal.config import CONFIG_JSON_ENV, ConfigError, load_config
 from gpt_oss_modal.image import build_image, image_spec
 
 MINUTES = 60  # seconds
@@ -30,12 +30,24 @@ MINUTES = 60  # seconds
 # JSON in a Secret (below); in the container `GPT_OSS_CONFIG_JSON` is set and `load_config` takes it
 # verbatim. Both sides therefore compute the same engine command from the same config.
 
-cfg = load_config().config
-
 # Refuse what cannot work before anything is built or billed: the tiny checkpoint runs on vLLM's CPU
 # build only (`gpt-oss-modal serve --local`), and a model that does not fit the GPU would only crash
-# minutes into a paid container start-up; the planner says why and names a GPU that fits.
-plan = modal_ops.check_deployable(cfg)
+# minutes into a paid container start-up; the planner says why and names a GPU that fits. Under Modal's
+# CLI (`modal deploy/run/serve` of this module) that is one line and exit code 2, not a traceback.
+
+try:
+    cfg = load_config().config
+    plan = modal_ops.check_deployable(cfg)
+except ConfigError as e:
+    if precheck.under_modal_cli():
+        precheck.refuse(str(e))
+    raise
+
+# `modal run` calls the smoke test (`main`, at the end) only after building the image and starting the
+# app; what it needs from this machine (a proxy auth token, the API key, the client packages) is checked
+# now, in milliseconds.
+if modal.is_local():
+    precheck.check_modal_run(cfg)
 command = engine.build_command(cfg, target="modal", plan=plan)
 
 # ## The container image
@@ -228,22 +240,11 @@ SCHEDULING_MARGIN = 5 * MINUTES
 def main() -> None:
     from gpt_oss_modal import client
 
+    problem = precheck.run_problem(cfg)  # checked at import already; here too for a direct call
+    if problem:
+        precheck.refuse(problem)
     key, secret = modal_ops.proxy_credentials()
-    if cfg.requires_proxy_auth and not (key and secret):
-        print(
-            "error: the endpoint requires Modal proxy auth: create a token at "
-            "https://modal.com/settings/proxy-auth-tokens and export MODAL_KEY=wk-... MODAL_SECRET=ws-...",
-            file=sys.stderr,
-        )
-        sys.exit(2)
     api_key = os.environ.get("VLLM_API_KEY") or os.environ.get("GPT_OSS_API_KEY")
-    if cfg.api_key_secret and not api_key:
-        print(
-            f"error: vLLM requires the key in Secret {cfg.api_key_secret!r}: "
-            "export VLLM_API_KEY to the same value",
-            file=sys.stderr,
-        )
-        sys.exit(2)
     url = web_endpoint().get_web_url()
     gpus = f"{plan.gpu} x{plan.gpu_count}" if plan.gpu_count > 1 else plan.gpu
     print(f"{cfg.model} on {gpus}, {plan.max_model_len:,}-token context, boot {cfg.boot}: {url}", flush=True)

@@ -32,14 +32,17 @@ pytestmark = [
     ),
 ]
 
-ENGINE_START_BUDGET = 240  # seconds: importing vLLM alone takes ~20 s on two cores
+# A bound on a hang, not a speed claim: importing vLLM alone takes ~20 s on two idle cores, several
+# times that with the cores busy. No test here asserts how long anything took.
+ENGINE_START_BUDGET = 900
+GROUP_EXIT_BUDGET = 120  # stop(): SIGTERM, its grace, SIGKILL; then the kernel reaps the group
 HAS_TINY = importlib.util.find_spec("gpt_oss_modal.tiny") is not None
 needs_tiny = pytest.mark.skipif(
     not HAS_TINY, reason="gpt_oss_modal.tiny (the embedded checkpoint) not there yet"
 )
 
 
-def assert_group_gone(pgid: int, within: float = 20.0) -> None:
+def assert_group_gone(pgid: int, within: float = GROUP_EXIT_BUDGET) -> None:
     """The whole process group is gone: os.killpg(pgid, 0) raises ProcessLookupError."""
     deadline = time.monotonic() + within
     while True:
@@ -99,11 +102,10 @@ def test_a_directory_that_is_no_model_crashes_the_real_engine_cleanly(tmp_path: 
 
 
 def test_start_up_timeout_stops_the_real_engine_and_its_group(tmp_path: Path) -> None:
-    # vLLM is still importing after 3 s: the wait gives up, says so, and ends the group.
-    started = time.monotonic()
+    # vLLM is still importing after 3 s: the wait gives up, says so, and ends the group (start_and_fail
+    # checks that the group is gone).
     err = start_and_fail(server(tmp_path, tmp_path), timeout=3)
     assert err.message == "the engine did not answer /health within 3 s; stopped it"
-    assert time.monotonic() - started < 3 + 15 + 10  # the timeout, SIGTERM's grace, SIGKILL's wait
 
 
 def test_parent_killed_mid_start_leaves_no_engine_behind(tmp_path: Path) -> None:
@@ -128,7 +130,7 @@ def test_parent_killed_mid_start_leaves_no_engine_behind(tmp_path: Path) -> None
         os.killpg(pgid, 0)  # the engine runs ...
         parent.kill()  # ... and its parent dies without a chance to stop it
         parent.wait(10)
-        assert_group_gone(pgid, within=30)
+        assert_group_gone(pgid)
     finally:
         parent.kill()
         parent.wait(10)
@@ -204,7 +206,6 @@ def test_missing_vocabulary_crashes_the_real_engine_cleanly(tmp_path: Path) -> N
     s._checkpoint = lo.Checkpoint(
         path=good.path, env={"TIKTOKEN_ENCODINGS_BASE": str(empty), "TIKTOKEN_RS_CACHE_DIR": str(empty)}
     )
-    started = time.monotonic()
     s.start()
     pgid = s.pgid
     try:
@@ -221,14 +222,13 @@ def test_missing_vocabulary_crashes_the_real_engine_cleanly(tmp_path: Path) -> N
             r = httpx.post(
                 s.base_url + "/chat/completions",
                 json={"model": "llm", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
-                timeout=120,
+                timeout=300,
             )
             assert r.status_code >= 400 and "error" in r.json()
             assert s.running
     finally:
         s.stop()
     assert_group_gone(pgid)  # type: ignore[arg-type]
-    assert time.monotonic() - started < ENGINE_START_BUDGET + 60
 
 
 @needs_tiny

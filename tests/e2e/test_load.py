@@ -5,11 +5,12 @@
 * Malformed and hostile requests: an OpenAI-style 4xx each, and the server keeps serving.
 * A second server with a bearer key: 401 on every route without it (/health, /metrics, /docs ... not only
   /v1), 200 with it; the key never appears in its command line or log.
-* A soak: a bounded request loop for a few minutes; no errors, and the engine's memory (RSS summed over its
-  process group) grows less than a stated bound after warm-up.
+* A soak: a fixed number of mixed requests; no errors, and the engine's memory (RSS summed over its process
+  group) grows less than a stated bound over them after warm-up.
 
-Every loop is bounded in count and time; all traffic goes to 127.0.0.1. Each test prints a summary line:
-`requests sent, succeeded, rejected cleanly, failed = 0`.
+Every loop is bounded in count, never in time: nothing here asserts how fast the engine answers (a busy
+machine is slower, not wrong), and each timeout is only a bound on a hang. All traffic goes to 127.0.0.1.
+Each test prints a summary line: `requests sent, succeeded, rejected cleanly, failed = 0`.
 """
 
 from __future__ import annotations
@@ -31,12 +32,10 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 HOST = "127.0.0.1"
-SOAK_SECONDS = float(os.environ.get("GPT_OSS_SOAK_SECONDS", "150"))
-SOAK_MAX_REQUESTS = 20_000
+SOAK_REQUESTS = int(os.environ.get("GPT_OSS_SOAK_REQUESTS", "200"))
 SOAK_RSS_GROWTH_BOUND_MB = 300
-REQUEST_TIMEOUT = 300.0  # seconds for one request, on a busy two-core machine
+REQUEST_TIMEOUT = 600.0  # seconds: a bound on one request's hang, generous for a busy two-core machine
 HELLO = [{"role": "user", "content": "Hello!"}]
-STARTUP_TIMEOUT = float(os.environ.get("GPT_OSS_E2E_STARTUP_TIMEOUT", "420"))  # as conftest.py
 
 
 # --- helpers --------------------------------------------------------------------------------------------
@@ -164,16 +163,13 @@ def group_rss_mb(pgid: int) -> float:
     return total / 2**20
 
 
-def run_bounded(
-    worker: Callable[[], tuple[str, str]], tally: Tally, *, total: int, concurrency: int, deadline_s: float
-) -> None:
-    """`total` calls of worker() on `concurrency` threads; stops starting new ones after deadline_s."""
-    stop_at = time.monotonic() + deadline_s
+def run_bounded(worker: Callable[[], tuple[str, str]], tally: Tally, *, total: int, concurrency: int) -> None:
+    """Exactly `total` calls of worker() on `concurrency` threads, however long they take."""
     started = iter(range(total))
     lock = threading.Lock()
 
     def loop() -> None:
-        while time.monotonic() < stop_at:
+        while True:
             with lock:
                 if next(started, None) is None:
                     return
@@ -182,8 +178,9 @@ def run_bounded(
     threads = [threading.Thread(target=loop, daemon=True) for _ in range(concurrency)]
     for t in threads:
         t.start()
+    # Each call is bounded by its own timeouts, so a thread can only outlive this by hanging.
     for t in threads:
-        t.join(deadline_s + REQUEST_TIMEOUT + 30)
+        t.join((total // concurrency + 2) * REQUEST_TIMEOUT)
     assert not any(t.is_alive() for t in threads), "a request outlived its timeout"
 
 
@@ -195,7 +192,7 @@ def test_three_times_max_inputs_concurrent_streams_finish_or_are_rejected_cleanl
 ) -> None:
     n = 3 * server.cfg.max_inputs
     tally = Tally(f"{n} concurrent streams (max_inputs {server.cfg.max_inputs})")
-    barrier = threading.Barrier(n, timeout=60)
+    barrier = threading.Barrier(n, timeout=REQUEST_TIMEOUT)
     started = time.monotonic()
     with httpx.Client(limits=httpx.Limits(max_connections=n)) as http:
 
@@ -204,7 +201,10 @@ def test_three_times_max_inputs_concurrent_streams_finish_or_are_rejected_cleanl
             return stream_chat(http, server.url)
 
         with ThreadPoolExecutor(n) as pool:
-            for outcome, detail in pool.map(one, range(n), timeout=REQUEST_TIMEOUT + 60):
+            # A bound on a hang only: n streams, max_inputs at a time, each bounded by REQUEST_TIMEOUT.
+            for outcome, detail in pool.map(
+                one, range(n), timeout=(n // server.cfg.max_inputs + 1) * REQUEST_TIMEOUT
+            ):
                 tally.add(outcome, detail)
         assert_still_serving(http, server.url)
     tally.report(capsys, f" in {time.monotonic() - started:.1f} s")
@@ -323,7 +323,7 @@ OPEN_ROUTES_WITH_KEY = [  # (method, path, json body): harmless to call, 200 wit
 
 
 @pytest.fixture(scope="module")
-def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def keyed_server(tmp_path_factory: pytest.TempPathFactory, startup_timeout: float) -> Iterator[Any]:
     from gpt_oss_modal import local as lo
     from gpt_oss_modal.config import DeployConfig
 
@@ -336,7 +336,7 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     )
     srv.start()
     try:
-        srv.wait_ready(STARTUP_TIMEOUT)  # sends the key: /health is guarded too
+        srv.wait_ready(startup_timeout)  # sends the key: /health is guarded too
     except lo.LocalServerError as e:
         srv.stop()
         pytest.fail(f"the keyed engine did not start:\n{e.details()}", pytrace=False)
@@ -352,7 +352,7 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def all_routes(srv: Any) -> list[tuple[str, str]]:
     """Every route the server has (its own OpenAPI list) plus FastAPI's docs pages and an unknown path."""
     spec = httpx.get(
-        srv.url + "/openapi.json", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
+        srv.url + "/openapi.json", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=REQUEST_TIMEOUT
     ).json()
     routes = [(m.upper(), p) for p, methods in spec["paths"].items() for m in methods]
     routes += [
@@ -371,7 +371,7 @@ def test_every_route_needs_the_key(keyed_server, capsys: pytest.CaptureFixture[s
         assert must in {p for _, p in routes}
     tally = Tally(f"401 without / with a wrong key on {len(routes)} routes")
     wrong = {"Authorization": "Bearer sk-wrong-key"}
-    with httpx.Client(timeout=60) as http:
+    with httpx.Client(timeout=REQUEST_TIMEOUT) as http:
         for method, path in routes:
             for headers in ({}, wrong, {"Authorization": API_KEY}, {"Authorization": f"Basic {API_KEY}"}):
                 r = http.request(
@@ -410,7 +410,7 @@ def test_openai_client_with_and_without_the_key(keyed_server) -> None:
     good = openai_client(keyed_server.base_url, api_key=API_KEY, timeout=REQUEST_TIMEOUT, max_retries=0)
     assert good.chat.completions.create(model="llm", messages=HELLO, max_tokens=8).choices[0].message.content
     for key in (None, "sk-wrong-key"):
-        bad = openai_client(keyed_server.base_url, api_key=key, timeout=60, max_retries=0)
+        bad = openai_client(keyed_server.base_url, api_key=key, timeout=REQUEST_TIMEOUT, max_retries=0)
         with pytest.raises(openai.AuthenticationError) as info:
             bad.models.list()
         assert info.value.status_code == 401 and info.value.code == "invalid_api_key"
@@ -433,7 +433,7 @@ def test_the_key_is_not_on_any_command_line_or_in_the_log(keyed_server) -> None:
 def test_soak_no_errors_and_bounded_memory(server, capsys: pytest.CaptureFixture[str]) -> None:
     base = server.url
     concurrency = server.cfg.max_inputs // 2 or 1
-    tally = Tally(f"soak {SOAK_SECONDS:.0f} s x {concurrency} workers")
+    tally = Tally(f"soak {SOAK_REQUESTS} requests x {concurrency} workers")
     kinds = ["stream", "chat", "completion", "tokenize"]
     turn = iter(range(10**9))
     lock = threading.Lock()
@@ -452,7 +452,9 @@ def test_soak_no_errors_and_bounded_memory(server, capsys: pytest.CaptureFixture
                     body = {"model": "llm", "prompt": "Once upon a time", "max_tokens": 32}
                     r = http.post(base + "/v1/completions", json=body, timeout=REQUEST_TIMEOUT)
                 else:
-                    r = http.post(base + "/tokenize", json={"model": "llm", "prompt": "Hello"}, timeout=60)
+                    r = http.post(
+                        base + "/tokenize", json={"model": "llm", "prompt": "Hello"}, timeout=REQUEST_TIMEOUT
+                    )
             except httpx.HTTPError as e:
                 return "failed", f"{kind}: {type(e).__name__}: {e}"
             if r.status_code == 200:
@@ -464,7 +466,7 @@ def test_soak_no_errors_and_bounded_memory(server, capsys: pytest.CaptureFixture
             )
 
         # Warm-up: caches, allocator pools, prefix cache, lazy imports.
-        run_bounded(one, tally, total=8 * concurrency, concurrency=concurrency, deadline_s=120)
+        run_bounded(one, tally, total=8 * concurrency, concurrency=concurrency)
         before = group_rss_mb(server.pgid)
         peak = before
         samples = []
@@ -480,7 +482,7 @@ def test_soak_no_errors_and_bounded_memory(server, capsys: pytest.CaptureFixture
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         started = time.monotonic()
-        run_bounded(one, tally, total=SOAK_MAX_REQUESTS, concurrency=concurrency, deadline_s=SOAK_SECONDS)
+        run_bounded(one, tally, total=SOAK_REQUESTS, concurrency=concurrency)
         elapsed = time.monotonic() - started
         sampler_stop.set()
         sampler.join(10)
@@ -494,5 +496,6 @@ def test_soak_no_errors_and_bounded_memory(server, capsys: pytest.CaptureFixture
         f"bound {SOAK_RSS_GROWTH_BOUND_MB} MB)",
     )
     assert server.running
-    assert growth < SOAK_RSS_GROWTH_BOUND_MB
-    assert tally.counts["succeeded"] >= 20  # it did real work
+    assert tally.counts["sent"] == 8 * concurrency + SOAK_REQUESTS  # every request was made ...
+    assert tally.counts["succeeded"] >= SOAK_REQUESTS // 2  # ... and real work done (below the batch size)
+    assert growth < SOAK_RSS_GROWTH_BOUND_MB  # over a fixed number of requests, not a time window

@@ -331,7 +331,7 @@ def test_responses_api_max_output_tokens(client) -> None:
 def test_modal_runs_smoke_test_passes_against_the_local_server(server) -> None:
     from gpt_oss_modal import client as c
 
-    assert c.wait_healthy(server.base_url, timeout=30) >= 0
+    assert c.wait_healthy(server.base_url, timeout=300) >= 0
     result = c.smoke_test(c.openai_client(server.base_url))
     assert result.model == "llm"
     assert result.text.strip() == tiny.FINAL_TEXT
