@@ -64,9 +64,7 @@ class BenchOptions:
     url: Annotated[
         str | None, typer.Option("--url", envvar="GPT_OSS_URL", help="Base URL of the OpenAI-style API.")
     ] = None
-    concurrency: Annotated[str, typer.Option("--concurrency", "-c", help="Levels to sweep, e.g. 1,4,16.")] = (
-        "1,4,16"
-    )
+    concurrency: Annotated[str, typer.Option("--concurrency", "-c", help="Levels to sweep.")] = "1,4,16"
     requests: Annotated[
         int | None, typer.Option("--requests", "-n", help="Requests per level (default 4 x level, >= 8).")
     ] = None
