@@ -108,15 +108,17 @@ def main() -> int:
     base = f"http://127.0.0.1:{cfg.port}"
     steps = Steps()
     result: dict = {"argv": command.argv, "env": command.env}
-    log = open(a.out / "server.log", "w")
-    proc = steps("start engine (spawn)", container.start_engine, command, stdout=log)
+    # vLLM's log goes to OUT/server.log through the launcher; the container module starts exactly `command`.
+    launcher = ["bash", "-c", 'exec "$@" >"$0" 2>&1', str(a.out / "server.log"), *command.argv]
+    eng = steps("start engine (spawn)", container.start_engine, cfg, command, argv=launcher)
     try:
-        steps("wait for /health", container.wait_ready, proc, base, timeout=480)
-        steps("warm-up", container.warm_up, base, cfg)
+        steps("wait for /health", container.wait_ready, eng, 480)
+        warm = steps("warm-up", container.warm_up, eng, container.WARM_UP_MAX_S)
+        result["warm_up"] = warm.summary()
         result["gpu_mem_mib_awake"] = gpu_mem_mib(a.gpu)
-        steps("sleep (level 1)", container.sleep, base)
+        steps("sleep (level 1)", container.sleep, eng, container.SLEEP_MAX_S)
         result["gpu_mem_mib_asleep"] = gpu_mem_mib(a.gpu)
-        steps("wake up", container.wake, base)
+        steps("wake up", container.wake, eng, container.WAKE_MAX_S)
         result["gpu_mem_mib_woken"] = gpu_mem_mib(a.gpu)
 
         from openai import OpenAI
@@ -151,9 +153,9 @@ def main() -> int:
             path: status_of(base + path, {"Authorization": f"Bearer {key}"}, method)
             for path, method in (("/sleep", "POST"), ("/wake_up", "POST"), ("/is_sleeping", "GET"))
         }
+        result["dev_route_with_container_secret"] = status_of(base + "/is_sleeping", eng.headers(dev=True))
     finally:
-        steps("stop", container.stop, proc)
-        log.close()
+        steps("stop", container.stop, eng)
     result["steps"] = steps.rows
     result["gpu_mem_mib_after_stop"] = gpu_mem_mib(a.gpu)
     caches = {
