@@ -64,7 +64,7 @@ RUNS = {
     # vLLM's budget equal to an 80 GB card's at 0.9: does 120b on one H100 hold what `plan` says?
     "120b-as-h100": Run(
         "fast",
-        "120b",
+        "120b-as-h100",
         warm_up=False,
         model="120b",
         util=round(0.9 * H100_TOTAL_MIB / H200_TOTAL_MIB, 4),
