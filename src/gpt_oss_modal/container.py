@@ -228,7 +228,12 @@ def call(
 
 # --- warm-up --------------------------------------------------------------------------------------------
 
-WARM_UP_PREFILL_TOKENS = 1536  # one long prompt: the prefill kernels a 1-2k-token prompt uses
+# Prefills run outside CUDA graphs (in `fast` mode all of them, in `compiled` those above the captured
+# sizes), and Triton compiles their MoE and attention kernels on first use of each batch-size bucket: a
+# first burst after start-up stalled ~6 s on the H200 (docs/performance.md). So the warm-up sends a ladder
+# of prompts, 64, 128, ... tokens up to this many -- vLLM's default chunked-prefill batch for the API
+# server -- one at a time, so each is a prefill batch of its own size.
+WARM_UP_PREFILL_TOKENS = 8192
 # The burst's prompts are long too: max_inputs of them fill whole chunked-prefill batches (thousands of
 # tokens in one step), the batch shapes a real first burst meets and whose MoE kernels Triton compiles on
 # first use. Each starts differently, so prefix caching cannot skip the work.
@@ -238,10 +243,10 @@ WARM_UP_MAX_TOKENS = 8  # short replies: enough decode steps for every decode ba
 
 @dataclass(frozen=True)
 class WarmUp:
-    """What the warm-up did: one long prefill, then `burst` concurrent ~1k-token requests."""
+    """What the warm-up did: a ladder of prefills, then `burst` concurrent ~1k-token requests."""
 
     seconds: float
-    prefill_tokens: int  # prompt tokens of the long request, as the server counted them (0: it failed)
+    prefill_tokens: int  # prompt tokens of the ladder, as the server counted them (0: it failed)
     prefill_seconds: float
     burst: int
     burst_ok: int
@@ -251,7 +256,7 @@ class WarmUp:
 
     def summary(self) -> str:
         text = (
-            f"warm-up: a {self.prefill_tokens:,}-token prefill in {self.prefill_seconds:.1f} s, "
+            f"warm-up: prefills of {self.prefill_tokens:,} tokens in {self.prefill_seconds:.1f} s, "
             f"{self.burst_ok}/{self.burst} concurrent requests in {self.burst_seconds:.1f} s, "
             f"{self.seconds:.1f} s in all"
         )
@@ -271,6 +276,16 @@ def _chat(content: str, max_tokens: int) -> dict[str, Any]:
     }
 
 
+def prefill_ladder(longest: int, shortest: int = 64) -> list[int]:
+    """Prompt lengths 64, 128, 256, ... and `longest` itself: one prefill per batch-size bucket."""
+    lengths = []
+    n = shortest
+    while n < longest:
+        lengths.append(n)
+        n *= 2
+    return [*lengths, longest]
+
+
 def warm_up(
     engine: Engine,
     budget: float,
@@ -280,8 +295,9 @@ def warm_up(
     burst_prompt_tokens: int = WARM_UP_BURST_PROMPT_TOKENS,
     log: Log = log,
 ) -> WarmUp:
-    """Run what the first real burst would compile: one long prefill, then `burst` (default max_inputs)
-    concurrent requests with ~1k-token prompts and short replies, within `budget` seconds in all.
+    """Run what the first real burst would compile: prefills of 64, 128, ... up to `prefill_tokens` tokens
+    one after another, then `burst` (default max_inputs) concurrent requests with ~1k-token prompts and
+    short replies, within `budget` seconds in all.
 
     Bounded: every request's timeout is what is left of the budget; when it runs out the rest is abandoned
     (closing the connections makes vLLM abort those requests) and start-up goes on. Failures are logged and
@@ -309,13 +325,16 @@ def warm_up(
             return r.json()
 
         t = time.monotonic()
-        try:
-            # One token per repetition of " warm" in GPT-OSS's o200k vocabulary; the server counts exactly.
-            reply = post(_chat("warm" + " warm" * (tokens - 1), WARM_UP_MAX_TOKENS))
-            counted = int((reply.get("usage") or {}).get("prompt_tokens") or 0)
-        except (httpx.HTTPError, RuntimeError, TimeoutError, ValueError) as e:
-            errors.append(f"prefill: {type(e).__name__}: {e}")
-            finished = not isinstance(e, (TimeoutError, httpx.TimeoutException))
+        for n in prefill_ladder(tokens):
+            try:
+                # One token per " warm" in GPT-OSS's o200k vocabulary (plus the chat template's); a prefix of
+                # its own per prompt, so prefix caching cannot skip the prefill.
+                reply = post(_chat(f"Prefill {n}:" + " warm" * n, WARM_UP_MAX_TOKENS))
+                counted += int((reply.get("usage") or {}).get("prompt_tokens") or 0)
+            except (httpx.HTTPError, RuntimeError, TimeoutError, ValueError) as e:
+                errors.append(f"prefill: {type(e).__name__}: {e}")
+                finished = not isinstance(e, (TimeoutError, httpx.TimeoutException))
+                break
         prefill_seconds = time.monotonic() - t
 
         if finished and burst:

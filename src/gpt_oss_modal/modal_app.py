@@ -129,9 +129,10 @@ web_server = {
 # ### Ready means warmed up
 #
 # The steps of a start-up are plain functions in `gpt_oss_modal.container` (they run the same outside
-# Modal): start vLLM, wait for /health, warm up. The warm-up sends one long prompt and one burst of
-# `max_inputs` concurrent ~1k-token ones with short replies, so the kernels the first real burst would compile on first use are
-# compiled before any user waits on them; it is bounded and logs what it did.
+# Modal): start vLLM, wait for /health, warm up. The warm-up sends a ladder of prompts (64 to 8,192
+# tokens, one at a time) and one burst of `max_inputs` concurrent ~1k-token ones with short replies, so the
+# kernels the first real burst would compile on first use are compiled before any user waits on them; it is
+# bounded and logs what it did.
 #
 # Traffic must not arrive before that, and an open port does not mean ready: vLLM binds its port before
 # it loads the engine (it accepts connections once the engine is up), and even then the first burst would
