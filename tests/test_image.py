@@ -225,7 +225,7 @@ def image_facts(mod: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     "settings",
     [{}, {"model": "120b", "gpu": "H100:2", "boot": "fast"}, {"gpu": "B200", "snapshot": "true"}],
-    ids=["20b-h100", "120b-2xh100-fast", "20b-b200-snapshot"],
+    ids=["defaults", "120b-2xh100-fast", "20b-b200-snapshot"],
 )
 def test_the_app_image_installs_the_lock_on_a_base_with_torchs_cuda(load_app, settings: dict) -> None:
     mod = load_app(**settings)
@@ -271,7 +271,7 @@ def test_catalog_pins_a_revision_for_every_model() -> None:
 
 
 @pytest.mark.parametrize(
-    "settings", [{}, {"model": "120b", "gpu": "H100:2"}], ids=["20b-h100", "120b-2xh100"]
+    "settings", [{}, {"model": "120b", "gpu": "H100:2"}], ids=["defaults", "120b-2xh100"]
 )
 def test_doctor_describes_the_image_the_app_builds(load_app, tmp_path: Path, settings: dict) -> None:
     flags = [arg for key, value in settings.items() for arg in (f"--{key}", value)]

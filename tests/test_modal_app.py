@@ -6,7 +6,8 @@ Where Modal 1.6 keeps each setting of a function defined with @app.function/@mod
   volumes (name per mount path), secrets (reprs), regions, web_info.unauthenticated;
 - the undecorated `_Function`: `_spec` (the GPU string, the Secret objects) and `_webhook_config` (the
   web server's port, startup timeout and proxy auth, as sent to Modal);
-- the scale-down window only in the AutoscalerSettings proto that the function's loader sends to Modal.
+- the scale-down window and min/max/buffer containers only in the AutoscalerSettings proto that the
+  function's loader sends to Modal; target_inputs in `info().concurrency_info`.
 
 Then the container's side: a fresh interpreter with nothing but GPT_OSS_CONFIG_JSON runs `serve()`, which
 starts a stand-in `vllm` that records its argv and environment. And `modal deploy` / `modal run` of the
@@ -33,7 +34,13 @@ modal = pytest.importorskip("modal")
 from modal._utils.async_utils import synchronizer  # noqa: E402
 
 from gpt_oss_modal import auth, catalog, container, engine, modal_ops  # noqa: E402
-from gpt_oss_modal.config import CONFIG_JSON_ENV, ConfigError, DeployConfig, load_config  # noqa: E402
+from gpt_oss_modal.config import (  # noqa: E402
+    CONFIG_JSON_ENV,
+    ORIGINAL_ENV,
+    ConfigError,
+    DeployConfig,
+    load_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_ENTRY = ROOT / "modal" / "gpt_oss_inference.py"
@@ -43,7 +50,7 @@ PACKAGE_PARENT = ROOT / "src"
 def clean_env() -> dict[str, str]:
     """This process's environment without config or Modal credentials (and no ~/.modal.toml: see HOME)."""
     drop = ("GPT_OSS_", "MODAL_")
-    return {k: v for k, v in os.environ.items() if not k.startswith(drop) and k != "FAST_BOOT"}
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop) and k not in ORIGINAL_ENV}
 
 
 @pytest.fixture
@@ -51,7 +58,7 @@ def load_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """Import gpt_oss_modal.modal_app afresh with GPT_OSS_* settings, as `modal deploy` would."""
     monkeypatch.chdir(tmp_path)  # no gpt-oss-modal.toml from the checkout
     for name in list(os.environ):
-        if name.startswith("GPT_OSS_") or name == "FAST_BOOT":
+        if name.startswith("GPT_OSS_") or name in ORIGINAL_ENV:
             monkeypatch.delenv(name)
 
     def load(**settings: str) -> Any:
@@ -75,6 +82,16 @@ def loader_settings(function: Any) -> dict[str, Any]:
     return {name: cell.cell_contents for name, cell in zip(load.__code__.co_freevars, load.__closure__)}
 
 
+def check_scaling(info: Any, autoscaler: Any, cfg: DeployConfig) -> None:
+    """Modal's autoscaler gets the config's floor, ceiling, buffer and target, as sent at deploy time."""
+    assert autoscaler.scaledown_window == cfg.scaledown_window
+    assert autoscaler.min_containers == cfg.min_containers and autoscaler.HasField("min_containers")
+    assert autoscaler.max_containers == cfg.max_containers
+    assert autoscaler.buffer_containers == cfg.buffer_containers
+    assert info.concurrency_info.max_inputs == cfg.max_inputs
+    assert info.concurrency_info.target_inputs == cfg.target_inputs  # None: Modal aims at max_inputs
+
+
 def check_function(mod: Any, cfg: DeployConfig) -> None:
     """Every setting of the deployed function equals what the config says."""
     info = mod.serve.info()
@@ -84,8 +101,7 @@ def check_function(mod: Any, cfg: DeployConfig) -> None:
     assert fn._spec.gpus == cfg.gpu  # the Modal GPU string, e.g. "H100:2"
     assert info.timeout == cfg.timeout
     assert info.startup_timeout == cfg.effective_startup_timeout()
-    assert info.concurrency_info.max_inputs == cfg.max_inputs
-    assert loader_settings(mod.serve)["autoscaler_settings"].scaledown_window == cfg.scaledown_window
+    check_scaling(info, loader_settings(mod.serve)["autoscaler_settings"], cfg)
     assert {path: v.name for path, v in info.volumes.items()} == {
         engine.HF_CACHE_DIR: "huggingface-cache",
         engine.VLLM_CACHE_DIR: "vllm-cache",
@@ -111,7 +127,43 @@ def check_function(mod: Any, cfg: DeployConfig) -> None:
     assert mod.budget.total < info.startup_timeout
 
 
-def test_20b_on_h100_defaults(load_app) -> None:
+def test_the_defaults_deploy_the_originals_settings(load_app) -> None:
+    mod = load_app()
+    cfg = DeployConfig()
+    assert mod.cfg == cfg
+    check_function(mod, cfg)
+    info, autoscaler = mod.serve.info(), loader_settings(mod.serve)["autoscaler_settings"]
+    assert info.gpus == [("A10G", 1)] and info.concurrency_info.max_inputs == 50
+    assert autoscaler.scaledown_window == 300
+    assert (autoscaler.min_containers, autoscaler.max_containers, autoscaler.buffer_containers) == (0, 2, 0)
+    argv = mod.command.argv
+    assert argv[argv.index("--max-model-len") + 1] == "32768"
+
+
+def test_scale_and_cost_settings_reach_the_function(load_app) -> None:
+    settings = {"min_containers": "1", "max_containers": "4", "buffer_containers": "1", "target_inputs": "24"}
+    mod = load_app(**settings)
+    cfg = DeployConfig(min_containers=1, max_containers=4, buffer_containers=1, target_inputs=24)
+    check_function(mod, cfg)
+    assert mod.serve.info().concurrency_info.target_inputs == 24
+    autoscaler = loader_settings(mod.serve)["autoscaler_settings"]
+    assert (autoscaler.min_containers, autoscaler.max_containers, autoscaler.buffer_containers) == (1, 4, 1)
+
+
+def test_the_originals_variables_reach_the_function(load_app, monkeypatch: pytest.MonkeyPatch) -> None:
+    originals = {"GPU_CONFIG": "L4", "MODEL_NAME": "openai/gpt-oss-20b", "MAX_MODEL_LEN": "16384",
+                 "SCALEDOWN_WINDOW": "120", "MAX_INPUTS": "8", "USE_FLOAT16": "False"}  # fmt: skip
+    for var, value in originals.items():
+        monkeypatch.setenv(var, value)
+    mod = load_app()
+    cfg = DeployConfig(gpu="L4", max_model_len=16384, scaledown_window=120, max_inputs=8)
+    assert mod.cfg == cfg
+    check_function(mod, cfg)
+    argv = mod.command.argv
+    assert argv[argv.index("--max-model-len") + 1] == "16384"
+
+
+def test_20b_on_h100(load_app) -> None:
     mod = load_app(model="20b", gpu="H100")
     cfg = DeployConfig(model="20b", gpu="H100")
     assert mod.cfg == cfg
@@ -420,8 +472,7 @@ def check_snapshot_class(mod: Any, cfg: DeployConfig) -> None:
     assert fn._spec.gpus == cfg.gpu
     assert info.timeout == cfg.timeout
     assert info.startup_timeout == cfg.effective_startup_timeout()
-    assert info.concurrency_info.max_inputs == cfg.max_inputs
-    assert settings["autoscaler_settings"].scaledown_window == cfg.scaledown_window
+    check_scaling(info, settings["autoscaler_settings"], cfg)
     assert {path: v.name for path, v in info.volumes.items()} == {
         engine.HF_CACHE_DIR: "huggingface-cache",
         engine.VLLM_CACHE_DIR: "vllm-cache",
@@ -467,12 +518,13 @@ def test_snapshot_20b_on_h100_is_a_class_with_gpu_snapshots(load_app) -> None:
 def test_snapshot_120b_with_key_region_and_settings(load_app) -> None:
     settings = {
         "model": "120b", "gpu": "H100", "snapshot": "1", "max_inputs": "16", "scaledown_window": "120",
-        "region": "us-east", "api_key_secret": "gpt-oss-key",
+        "region": "us-east", "api_key_secret": "gpt-oss-key", "min_containers": "1", "max_containers": "3",
+        "buffer_containers": "2", "target_inputs": "12",
     }  # fmt: skip
     mod = load_app(**settings)
     cfg = DeployConfig(
         model="120b", gpu="H100", snapshot=True, max_inputs=16, scaledown_window=120, region="us-east",
-        api_key_secret="gpt-oss-key",
+        api_key_secret="gpt-oss-key", min_containers=1, max_containers=3, buffer_containers=2, target_inputs=12,
     )  # fmt: skip
     check_snapshot_class(mod, cfg)
     info = synchronizer._translate_out(service_function(mod.Server)).info()

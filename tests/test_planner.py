@@ -27,9 +27,21 @@ def test_120b_on_a_24gb_card_is_refused_naming_a_gpu_that_fits() -> None:
         require_fit(DeployConfig(model="120b", gpu="A10G"))
 
 
+def test_the_default_plan_is_the_originals_deployment() -> None:
+    p = plan(DeployConfig())
+    assert p.fits and (p.model, p.gpu, p.max_model_len, p.max_inputs) == (
+        "openai/gpt-oss-20b",
+        "A10G",
+        32768,
+        50,
+    )
+    assert p.max_model_len_source == "config"
+    assert p.usd_per_hour == catalog.GPUS["A10G"].usd_per_hour
+
+
 @pytest.mark.parametrize("gpu", ["L4", "A10G"])
 def test_20b_on_24gb_cards_fits_with_reduced_context_said_plainly(gpu: str) -> None:
-    p = plan(DeployConfig(model="20b", gpu=gpu))
+    p = plan(DeployConfig(model="20b", gpu=gpu, max_model_len="auto"))
     assert p.fits
     assert p.max_model_len < 131072 <= p.max_context or p.max_model_len < p.max_context
     assert any("context reduced" in n for n in p.notes)
@@ -38,7 +50,7 @@ def test_20b_on_24gb_cards_fits_with_reduced_context_said_plainly(gpu: str) -> N
 
 
 def test_20b_on_h100_full_context_triton_and_price() -> None:
-    p = plan(DeployConfig(model="20b", gpu="H100"))
+    p = plan(DeployConfig(model="20b", gpu="H100", max_model_len="auto"))
     assert p.fits and p.max_model_len == 131072 and p.max_context == 131072
     assert p.moe_kernel == "triton"
     assert p.usd_per_hour == catalog.GPUS["H100"].usd_per_hour
@@ -47,7 +59,8 @@ def test_20b_on_h100_full_context_triton_and_price() -> None:
 
 
 def test_tensor_parallel_multiplies_price_and_splits_weights() -> None:
-    one, two = plan(DeployConfig(model="120b", gpu="H100")), plan(DeployConfig(model="120b", gpu="H100:2"))
+    one = plan(DeployConfig(model="120b", gpu="H100", max_model_len="auto"))
+    two = plan(DeployConfig(model="120b", gpu="H100:2", max_model_len="auto"))
     assert two.usd_per_hour == pytest.approx(2 * one.usd_per_hour)
     assert two.weights_gib_per_gpu == pytest.approx(one.weights_gib_per_gpu / 2, abs=0.01)
     assert two.kv_tokens > one.kv_tokens
@@ -58,13 +71,21 @@ def test_blackwell_uses_flashinfer() -> None:
     assert plan(DeployConfig(model="120b", gpu="B200")).moe_kernel == "flashinfer-trtllm"
 
 
-def test_more_memory_never_fits_less() -> None:
+@pytest.mark.parametrize("context", [32768, "auto"])
+def test_more_memory_never_fits_less(context: int | str) -> None:
     for model in catalog.MODELS.values():
         fits = [
-            plan(DeployConfig(model=model.id, gpu=g.name)).fits
+            plan(DeployConfig(model=model.id, gpu=g.name, max_model_len=context)).fits
             for g in sorted(catalog.GPUS.values(), key=lambda g: g.vram_gib)
         ]
         assert fits == sorted(fits)  # False... then True...
+
+
+def test_the_default_context_fits_wherever_the_model_does() -> None:
+    for model in catalog.MODELS.values():
+        for gpu in catalog.GPUS:
+            auto = plan(DeployConfig(model=model.id, gpu=gpu, max_model_len="auto"))
+            assert plan(DeployConfig(model=model.id, gpu=gpu)).fits == auto.fits, (model.id, gpu)
 
 
 def test_smallest_fitting_gpu() -> None:
@@ -73,9 +94,28 @@ def test_smallest_fitting_gpu() -> None:
     assert smallest_fitting_gpu(catalog.MODELS["openai/gpt-oss-20b"], 0.9, "compiled", 32).name == "L4"
 
 
-def test_explicit_context_beyond_the_cache_is_refused_with_the_limit() -> None:
-    p = plan(DeployConfig(model="120b", gpu="A100-80GB", max_model_len=131072, gpu_memory_utilization=0.85))
-    assert not p.fits and f"at most {p.max_context}" in p.reason
+def test_explicit_context_beyond_the_cache_is_refused_with_the_largest_that_fits() -> None:
+    cfg = DeployConfig(model="120b", gpu="A100-80GB", max_model_len=131072, gpu_memory_utilization=0.85)
+    p = plan(cfg)
+    assert not p.fits and p.max_context < 131072
+    assert p.reason.startswith("max_model_len 131072 does not fit openai/gpt-oss-120b on A100-80GB")
+    assert f"the largest that fits is {p.max_context}: use --max-model-len {p.max_context}" in p.reason
+    assert p.reason.endswith("--gpu H200") and "\n" not in p.reason  # the smallest single GPU with room
+    # ... and that largest value does fit.
+    assert plan(cfg.model_copy(update={"max_model_len": p.max_context})).fits
+
+
+def test_scale_settings_price_the_floor_and_the_ceiling() -> None:
+    price = catalog.GPUS["H100"].usd_per_hour
+    p = plan(
+        DeployConfig(gpu="H100:2", min_containers=1, max_containers=4, buffer_containers=1, target_inputs=40)
+    )
+    assert (p.min_containers, p.max_containers, p.buffer_containers, p.target_inputs) == (1, 4, 1, 40)
+    assert p.always_on_usd_per_day == pytest.approx(1 * 2 * price * 24, abs=0.01)
+    assert p.max_usd_per_hour == pytest.approx(4 * 2 * price, abs=0.01)
+    default = plan(DeployConfig())
+    assert default.always_on_usd_per_day == 0 and default.target_inputs == default.max_inputs
+    assert default.max_usd_per_hour == pytest.approx(2 * catalog.GPUS["A10G"].usd_per_hour, abs=0.01)
 
 
 def test_tiny_is_not_planned() -> None:

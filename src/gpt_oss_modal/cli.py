@@ -125,11 +125,15 @@ FastBootOpt = Annotated[
 
 
 def _flag_type(annotation: Any) -> Any:
-    """The type click parses a field's flag as: Optional and Annotated stripped; secrets and lists as text."""
+    """The type click parses a field's flag as: Optional and Annotated stripped; secrets, lists and
+    unions (a number or "auto") as text, which the config model then parses."""
     if typing.get_origin(annotation) is Annotated:
         annotation = typing.get_args(annotation)[0]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) > 1:
+            return str
+        (annotation,) = members
     if annotation is SecretStr or typing.get_origin(annotation) is list:  # lists: shell words
         return str
     return annotation
@@ -146,8 +150,21 @@ def flag_decls(name: str) -> list[str]:
 def config_option(name: str) -> Any:
     """The flag of DeployConfig field `name`, as a typer parameter annotation (unset: None, not given)."""
     field = DeployConfig.model_fields[name]
-    option = typer.Option(*flag_decls(name), help=field.description, show_default=False)
+    option = typer.Option(
+        *flag_decls(name), help=field.description, show_default=False, metavar=_metavar(field)
+    )
     return Annotated[_flag_type(field.annotation) | None, option]
+
+
+def _metavar(field: Any) -> str | None:
+    """`<int|auto>` for a number-or-word union (parsed as text); None (click's own) for everything else."""
+    members = [a for a in typing.get_args(field.annotation) if a is not type(None)]
+    if typing.get_origin(field.annotation) not in (typing.Union, types.UnionType) or len(members) < 2:
+        return None
+    words = [
+        w for a in members for w in (typing.get_args(a) if typing.get_origin(a) is Literal else [a.__name__])
+    ]
+    return f"<{'|'.join(words)}>"
 
 
 def resolve(config_file: Path | None = None, **flags: Any) -> LoadedConfig:
@@ -226,9 +243,11 @@ def plan(
     loaded: LoadedConfig,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
-    """Does the model fit the GPU? Context, concurrency, MXFP4 kernel and cost per hour.
+    """Does the model fit the GPU? Context, concurrency, MXFP4 kernel, and cost: per hour, always on, at most.
 
-    Exits 2 with one line (what does not fit and the smallest GPU that does) when it does not fit.
+    The cost per hour of one running container, per day of min_containers (always on, traffic or not),
+    and per hour of max_containers (the ceiling). Exits 2 with one line (what does not fit, and the
+    largest context or the smallest GPU that does) when it does not fit.
     """
     try:
         p = make_plan(loaded.config)
@@ -263,9 +282,28 @@ def plan(
     t.add_row("kernels", f"MXFP4 MoE: {p.moe_kernel}, attention: {p.attention_backend}")
     t.add_row("boot", p.boot)
     t.add_row("cost", f"${p.usd_per_hour:.2f}/hour while a container runs (Modal list price, {p.price_date})")
+    t.add_row(
+        "scaling",
+        f"{p.min_containers} to {p.max_containers} containers, scaling out at {p.target_inputs} requests per "
+        f"container, {p.buffer_containers} spare under load",
+    )
+    t.add_row("always on", always_on(p))
+    t.add_row("ceiling", ceiling(p))
     console.print(t)
     for note in p.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+
+
+def always_on(p: Any) -> str:
+    """What min_containers costs with no traffic at all."""
+    if not p.min_containers:
+        return "$0.00/day: scales to zero when idle (min_containers 0)"
+    return f"${p.always_on_usd_per_day:,.2f}/day: min_containers {p.min_containers} run with no traffic"
+
+
+def ceiling(p: Any) -> str:
+    """The most the deployment can spend in an hour."""
+    return f"${p.max_usd_per_hour:,.2f}/hour at most: max_containers {p.max_containers} all running"
 
 
 # --- config ---------------------------------------------------------------------------------------------
@@ -451,7 +489,9 @@ def _print_plan(cfg: DeployConfig, p: Any) -> None:
     gpus = f"{p.gpu} x{p.gpu_count}" if p.gpu_count > 1 else p.gpu
     err.print(
         f"{p.model} on {gpus}: {p.max_model_len:,}-token context, up to {p.max_inputs} requests per "
-        f"container, MXFP4 {p.moe_kernel}, boot {p.boot}, ${p.usd_per_hour:.2f}/hour while a container runs",
+        f"container, MXFP4 {p.moe_kernel}, boot {p.boot}, ${p.usd_per_hour:.2f}/hour while a container runs; "
+        f"always on ${p.always_on_usd_per_day:,.2f}/day (min_containers {p.min_containers}), at most "
+        f"${p.max_usd_per_hour:,.2f}/hour (max_containers {p.max_containers})",
         highlight=False,
         soft_wrap=True,
     )

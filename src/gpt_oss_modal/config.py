@@ -1,8 +1,9 @@
 """The deployment config: one typed object that every other part reads.
 
-Values come from four layers, later wins: defaults < `gpt-oss-modal.toml` < environment (`GPT_OSS_*`) <
-CLI flags. `load_config` merges them and remembers which layer set each field, so `gpt-oss-modal config`
-can say where a value came from.
+Values come from four layers, later wins: defaults < `gpt-oss-modal.toml` < environment (`GPT_OSS_*`, and
+the original gpt_oss_inference.py's names in ORIGINAL_ENV) < CLI flags. `load_config` merges them and
+remembers which layer (and which variable) set each field, so `gpt-oss-modal config` can say where a value
+came from.
 
 The Modal container imports the app module again, far from the user's TOML file, environment and flags.
 So the local side resolves the config once and ships it as JSON in `GPT_OSS_CONFIG_JSON`; whoever finds
@@ -15,6 +16,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -47,8 +49,12 @@ LOCAL_ONLY = {"where": "local"}
 
 # The allowed range of each number, and how to say it: one table instead of one validator per setting.
 RANGES: dict[str, tuple[float, float, str]] = {
-    "max_model_len": (256, 131072, "use 256 to 131072 tokens (the models' limit)"),
+    "max_model_len": (256, 131072, 'use 256 to 131072 tokens (the models\' limit), or "auto"'),
     "max_inputs": (1, 1024, "use 1 to 1024 concurrent requests per container"),
+    "target_inputs": (1, 1024, "use 1 to max_inputs concurrent requests per container, or leave it unset"),
+    "min_containers": (0, 1000, "use 0 (scale to zero) to 1000 containers"),
+    "max_containers": (1, 1000, "use 1 to 1000 containers"),
+    "buffer_containers": (0, 1000, "use 0 to 1000 containers"),
     "scaledown_window": (2, 3600, "Modal allows 2 to 3600 seconds"),
     "gpu_memory_utilization": (0.3, 0.98, "use a fraction from 0.3 to 0.98"),
     "port": (1, 65535, "a TCP port is 1 to 65535"),
@@ -68,9 +74,9 @@ SHAPES: dict[str, tuple[str, str]] = {
 # The original gpt_oss_inference.py chose the boot mode with FAST_BOOT, a bool; its meaning in today's
 # `boot`, here only (a TOML `fast_boot`, the environment and --fast-boot/--no-fast-boot all come through).
 FAST_BOOT = "fast_boot"
-FAST_BOOT_ENV = ("FAST_BOOT", ENV_PREFIX + "FAST_BOOT")  # later wins
 FAST_BOOT_MEANS = {True: "fast", False: "compiled"}
 TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
 
 
 def fast_boot_as_boot(values: dict[str, Any]) -> dict[str, Any]:
@@ -84,6 +90,44 @@ def fast_boot_as_boot(values: dict[str, Any]) -> dict[str, Any]:
             fast = fast.strip().lower() in TRUE_WORDS
         values.setdefault("boot", FAST_BOOT_MEANS[bool(fast)])
     return values
+
+
+def _refuse_float16(text: str) -> str:
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        raise ConfigError(
+            f"USE_FLOAT16={text}: GPT-OSS runs in bfloat16 only (its MXFP4 expert kernels take bfloat16 "
+            "activations, and the model was trained in bfloat16); unset USE_FLOAT16 or set it to False"
+        )
+    if word not in FALSE_WORDS:
+        raise ConfigError(
+            f"USE_FLOAT16={text!r} is neither true nor false; unset it (bfloat16 is the only dtype)"
+        )
+    return "bfloat16"
+
+
+@dataclass(frozen=True)
+class OriginalName:
+    """An environment variable of the original gpt_oss_inference.py, and the setting it sets here."""
+
+    setting: str  # a DeployConfig field, or FAST_BOOT
+    means: str  # what it is here, for README's table
+    read: Callable[[str], Any] = str  # the variable's text -> the setting's value (or ConfigError)
+
+
+# The original's environment names, still read (from the environment only). A `GPT_OSS_*` variable for the
+# same setting wins when both are set. Nothing else about them is special-cased anywhere.
+ORIGINAL_ENV: dict[str, OriginalName] = {
+    "GPU_CONFIG": OriginalName("gpu", "`gpu`"),
+    "MODEL_NAME": OriginalName("model", "`model`"),
+    "FAST_BOOT": OriginalName(FAST_BOOT, "`boot`: true is `fast`, false `compiled`"),
+    "MAX_MODEL_LEN": OriginalName("max_model_len", "`max_model_len`"),
+    "SCALEDOWN_WINDOW": OriginalName("scaledown_window", "`scaledown_window` (seconds)"),
+    "MAX_INPUTS": OriginalName("max_inputs", "`max_inputs`"),
+    "USE_FLOAT16": OriginalName(
+        "dtype", "refused when true: MXFP4 needs bfloat16 (false is harmless)", read=_refuse_float16
+    ),
+}
 
 
 class ConfigError(ValueError):
@@ -101,9 +145,9 @@ class DeployConfig(BaseSettings):
         "embedded offline checkpoint for machines with no GPU.",
     )
     gpu: str = Field(
-        "H100",
+        "A10G",
         description="Modal GPU, optionally with a count: L4, A10G, L40S, A100-40GB, A100-80GB, H100, H200, "
-        "B200, e.g. `H100:2`. The count is the tensor-parallel size.",
+        "B200, e.g. `H100:2`. The count is the tensor-parallel size. The default is the original's.",
         json_schema_extra=MODAL_ONLY,
     )
     boot: Literal["eager", "fast", "compiled"] = Field(
@@ -117,17 +161,44 @@ class DeployConfig(BaseSettings):
         None,
         description="Hugging Face revision (commit hash) of the model; unset: the catalog's pinned revision.",
     )
-    max_model_len: int | None = Field(
-        None,
-        description="Longest prompt + reply in tokens. Unset: the planner picks the largest standard context "
-        "that keeps room for several full-length requests on the chosen GPU.",
+    max_model_len: int | Literal["auto"] = Field(
+        32768,
+        description="Longest prompt + reply in tokens. `auto`: the planner picks the largest standard context "
+        "that keeps room for several full-length requests on the chosen GPU. The tiny local checkpoint "
+        "uses its own 4096 unless this is set.",
     )
     max_inputs: int = Field(
-        32, description="Concurrent requests one container takes (@modal.concurrent and vLLM --max-num-seqs)."
+        50, description="Concurrent requests one container takes (@modal.concurrent and vLLM --max-num-seqs)."
+    )
+    target_inputs: int | None = Field(
+        None,
+        description="Concurrent requests per container that Modal's autoscaler aims for; below max_inputs, "
+        "Modal starts another container before the first is full (containers still take up to max_inputs). "
+        "Unset: max_inputs.",
+        json_schema_extra=MODAL_ONLY,
     )
     scaledown_window: int = Field(
-        15 * 60,
-        description="Seconds an idle container stays up before Modal scales it to zero (2-3600).",
+        5 * 60,
+        description="Seconds an idle container stays up (and billed) before Modal stops it (2-3600).",
+        json_schema_extra=MODAL_ONLY,
+    )
+    min_containers: int = Field(
+        0,
+        description="Containers kept running even with no traffic, billed around the clock (`plan` shows "
+        "the cost per day). 0: scale to zero when idle.",
+        json_schema_extra=MODAL_ONLY,
+    )
+    max_containers: int = Field(
+        2,
+        description="Most containers Modal runs at once: the ceiling on the bill per hour (`plan` shows it). "
+        "2 takes a burst of twice max_inputs requests, or covers a cold start while one container is busy, "
+        "and caps a traffic spike at twice the GPU price; raise it for real traffic.",
+        json_schema_extra=MODAL_ONLY,
+    )
+    buffer_containers: int = Field(
+        0,
+        description="Idle containers Modal keeps ready on top of the busy ones while there is traffic, so a "
+        "burst does not wait for a cold start (billed while up; never beyond max_containers).",
         json_schema_extra=MODAL_ONLY,
     )
     gpu_memory_utilization: float = Field(
@@ -219,6 +290,20 @@ class DeployConfig(BaseSettings):
     def _fast_boot(cls, data: Any) -> Any:
         return fast_boot_as_boot(data) if isinstance(data, dict) else data
 
+    @field_validator("max_model_len", mode="before")
+    @classmethod
+    def _tokens_or_auto(cls, v: Any) -> Any:
+        # One message for anything else (a union's own errors would be one per member).
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        if isinstance(v, str) and re.fullmatch(r"\s*[+-]?\d+\s*", v):
+            return int(v)
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        raise ValueError(f'{v!r} is not a number of tokens, nor "auto"')
+
     @field_validator("model")
     @classmethod
     def _model(cls, v: str) -> str:
@@ -262,9 +347,9 @@ class DeployConfig(BaseSettings):
 
     @field_validator(*RANGES)
     @classmethod
-    def _in_range(cls, v: float | None, info: ValidationInfo) -> float | None:
+    def _in_range(cls, v: float | str | None, info: ValidationInfo) -> float | str | None:
         low, high, allowed = RANGES[info.field_name]
-        if v is not None and not low <= v <= high:
+        if isinstance(v, int | float) and not low <= v <= high:
             raise ValueError(f"{v} is out of range: {allowed}")
         return v
 
@@ -336,6 +421,7 @@ class DeployConfig(BaseSettings):
                 "cannot save the memory tensor parallelism shares between GPUs); use one GPU (120b fits one "
                 "H100) or snapshot = false"
             )
+        self._scaling_is_coherent()
         if self.public and (self.api_key_secret or self.api_key):
             raise ValueError("public: a public endpoint takes no API key; drop --public or the key")
         if not self.proxy_auth and not self.public and not self.api_key_secret:
@@ -344,6 +430,26 @@ class DeployConfig(BaseSettings):
                 "set api_key_secret, or ask for an open endpoint explicitly with --public"
             )
         return self
+
+    def _scaling_is_coherent(self) -> None:
+        # Modal would refuse some of these only at deploy time, after the image build; the others it takes
+        # silently and they never do what was meant.
+        lo, hi = self.min_containers, self.max_containers
+        if lo > hi:
+            raise ValueError(
+                f"min_containers: {lo} is more than max_containers {hi}; lower min_containers or raise "
+                "max_containers"
+            )
+        if self.buffer_containers > hi:
+            raise ValueError(
+                f"buffer_containers: {self.buffer_containers} is more than max_containers {hi}, so Modal could "
+                "never keep them; lower buffer_containers or raise max_containers"
+            )
+        if self.target_inputs is not None and self.target_inputs > self.max_inputs:
+            raise ValueError(
+                f"target_inputs: {self.target_inputs} is more than max_inputs {self.max_inputs} (a container "
+                "never takes more); use at most max_inputs, or leave target_inputs unset"
+            )
 
     # --- derived values -------------------------------------------------------------------------------
 
@@ -370,6 +476,14 @@ class DeployConfig(BaseSettings):
         """The model's Hugging Face revision: model_revision, else the catalog's pin ("main" for tiny)."""
         pinned = self.model_info.revision if self.model_info is not None else "main"
         return self.model_revision or pinned
+
+    @property
+    def context_asked_for(self) -> int | None:
+        """max_model_len when it was set to a number (file, environment, flag or code), else None: `auto`,
+        or the default left alone. The tiny checkpoint's CPU engine then takes the checkpoint's own context;
+        the default 32768 is the original deployment's, for the real models."""
+        asked = "max_model_len" in self.model_fields_set and self.max_model_len != "auto"
+        return self.max_model_len if asked and isinstance(self.max_model_len, int) else None
 
     @property
     def requires_proxy_auth(self) -> bool:
@@ -407,13 +521,25 @@ def _toml_layer(path: Path) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
-def _env_layer() -> dict[str, Any]:
-    values = EnvSettingsSource(DeployConfig, env_prefix=ENV_PREFIX, case_sensitive=False)()
-    values = {k: v for k, v in values.items() if k in DeployConfig.model_fields}
-    for name in FAST_BOOT_ENV:
-        if name in os.environ:
-            values[FAST_BOOT] = os.environ[name]
-    return values
+def _env_layer() -> tuple[dict[str, Any], dict[str, str]]:
+    """The environment's settings, and for each the variable it came from ("env GPU_CONFIG").
+
+    The original's names are read first, so that a `GPT_OSS_*` variable for the same setting wins.
+    """
+    values: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    for var, original in ORIGINAL_ENV.items():
+        if var in os.environ:
+            values[original.setting] = original.read(os.environ[var])
+            names[original.setting] = var
+    ours = EnvSettingsSource(DeployConfig, env_prefix=ENV_PREFIX, case_sensitive=False)()
+    ours = {k: v for k, v in ours.items() if k in DeployConfig.model_fields}
+    if ENV_PREFIX + "FAST_BOOT" in os.environ:
+        ours[FAST_BOOT] = os.environ[ENV_PREFIX + "FAST_BOOT"]
+    for key, value in ours.items():
+        values[key] = value
+        names[key] = ENV_PREFIX + key.upper()
+    return values, {key: f"env {var}" for key, var in names.items()}
 
 
 def applies(name: str, where: Literal["modal", "local"]) -> bool:
@@ -437,7 +563,8 @@ def cache_dir() -> Path:
 @dataclass
 class LoadedConfig:
     config: DeployConfig
-    sources: dict[str, str] = field(default_factory=dict)  # field -> "default" | "file X" | "env" | "cli"
+    # field -> "default" | "file X" | "env GPT_OSS_GPU" (or an original name: "env GPU_CONFIG") | "cli"
+    sources: dict[str, str] = field(default_factory=dict)
     config_file: Path | None = None
 
 
@@ -461,29 +588,35 @@ def load_config(cli: dict[str, Any] | None = None, *, config_file: Path | None =
         return LoadedConfig(cfg, {name: CONFIG_JSON_ENV for name in DeployConfig.model_fields})
 
     path = config_file_path(config_file)
-    layers: list[tuple[str, dict[str, Any]]] = []
+    layers: list[tuple[dict[str, Any], dict[str, str]]] = []  # (values, where each came from)
     if path is not None:
-        layers.append((f"file {path}", _toml_layer(path)))
-    layers.append(("env", _env_layer()))
-    layers.append(("cli", {k: v for k, v in (cli or {}).items() if v is not None}))
+        toml = _toml_layer(path)
+        layers.append((toml, dict.fromkeys(toml, f"file {path}")))
+    layers.append(_env_layer())
+    flags = {k: v for k, v in (cli or {}).items() if v is not None}
+    layers.append((flags, dict.fromkeys(flags, "cli")))
 
     merged: dict[str, Any] = {}
     sources = {name: "default" for name in DeployConfig.model_fields}
-    for origin, values in layers:
+    for values, origins in layers:
+        if values.get(FAST_BOOT) is not None:
+            origins = {"boot": origins[FAST_BOOT], **origins}  # unless a boot of the same layer wins
         values = fast_boot_as_boot(values)  # so a later FAST_BOOT overrides an earlier boot
-        unknown = set(values) - set(DeployConfig.model_fields)
+        unknown = sorted(set(values) - set(DeployConfig.model_fields))
         if unknown:
             raise ConfigError(
-                f"{origin}: unknown setting {sorted(unknown)[0]!r}; see `gpt-oss-modal config --help` for the list"
+                f"{origins[unknown[0]]}: unknown setting {unknown[0]!r}; see `gpt-oss-modal config --help` "
+                "for the list"
             )
         merged.update(values)
-        for name in values:
-            if name in sources:
-                sources[name] = origin
+        sources.update({name: origins[name] for name in values})
     try:
         cfg = DeployConfig.model_validate(merged)
     except ValidationError as e:
-        raise ConfigError(describe(e)) from None
+        # A value from the environment may not be one the user knows is set (MODEL_NAME, say): name it.
+        origin = sources.get(str(e.errors()[0]["loc"][0]) if e.errors()[0]["loc"] else "", "")
+        named = f" (set by {origin.removeprefix('env ')})" if origin.startswith("env ") else ""
+        raise ConfigError(describe(e) + named) from None
     return LoadedConfig(cfg, sources, path)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import catalog
-from .config import ENV_PREFIX, DeployConfig
+from .config import ENV_PREFIX, ORIGINAL_ENV, DeployConfig
 from .planner import plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,30 +56,47 @@ def config_table() -> str:
     return "\n".join(rows)
 
 
+def original_table() -> str:
+    """The original gpt_oss_inference.py's environment variables, and what each is here."""
+    rows = ["| the original's variable | ours |", "| --- | --- |"]
+    rows += [f"| `{var}` | {original.means} |" for var, original in ORIGINAL_ENV.items()]
+    return "\n".join(rows)
+
+
 def gpu_table() -> str:
     rows = [
         "| GPU | VRAM GiB | arch (SM) | MXFP4 MoE kernel | $/hour | gpt-oss-20b | gpt-oss-120b |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    default_len = DeployConfig.model_fields["max_model_len"].default
+    too_long = []  # (model, GPU) where the model fits but the default context does not
     for gpu in catalog.GPUS.values():
         cells = []
         for model in catalog.MODELS.values():
-            p = plan(DeployConfig(model=model.id, gpu=gpu.name))
+            p = plan(DeployConfig(model=model.id, gpu=gpu.name, max_model_len="auto"))
             cells.append(f"{p.max_model_len // 1024}k context" if p.fits else "does not fit")
+            if p.fits and not plan(DeployConfig(model=model.id, gpu=gpu.name)).fits:
+                too_long.append(f"{model.id.split('/')[-1]} on {gpu.name}")
         sm = f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]}"
         rows.append(
             f"| {gpu.name} | {gpu.vram_gib:.0f} | {gpu.arch} ({sm}) | {catalog.moe_kernel(gpu)} | "
             f"{gpu.usd_per_hour:.2f} | {cells[0]} | {cells[1]} |"
         )
-    rows.append("")
-    rows.append(
-        f"Prices: Modal's list prices per GPU-hour on {catalog.PRICE_DATE}; contexts: the planner's default"
+    defaults = {n: DeployConfig.model_fields[n].default for n in ("max_inputs", "gpu_memory_utilization")}
+    where = (
+        f"everywhere the model does except {', '.join(too_long)}" if too_long else "wherever the model does"
     )
-    rows.append("with `max_inputs` 32 and `gpu_memory_utilization` 0.9 (`gpt-oss-modal plan` for yours).")
+    rows += [
+        "",
+        f"Prices: Modal's list prices per GPU-hour on {catalog.PRICE_DATE}. Contexts: what `max_model_len =",
+        f'"auto"` picks with the default `max_inputs` {defaults["max_inputs"]} and `gpu_memory_utilization` '
+        f"{defaults['gpu_memory_utilization']}",
+        f"(`gpt-oss-modal plan` for yours); the default `max_model_len` {default_len} fits {where}.",
+    ]
     return "\n".join(rows)
 
 
-BLOCKS = {"config-table": config_table, "gpu-table": gpu_table}
+BLOCKS = {"config-table": config_table, "original-table": original_table, "gpu-table": gpu_table}
 
 
 def render(text: str) -> str:

@@ -131,7 +131,7 @@ def build_command(
             raise ValueError(f"{cfg.model} has no GPU plan; it runs on the local CPU engine only")
         context = (plan or require_fit(cfg)).max_model_len
     else:
-        context = cfg.max_model_len or default_max_model_len or 4096
+        context = cfg.context_asked_for or default_max_model_len or 4096
 
     argv = [
         "vllm",

@@ -100,8 +100,12 @@ if modal.is_local() and modal_ops.open_endpoint(cfg) and CONFIG_JSON_ENV not in 
 # takes, gets the same settings:
 #
 # - `gpu`: a Modal GPU string such as `H100` or `H100:2`; the count is vLLM's tensor-parallel size.
-# - `@modal.concurrent(max_inputs=...)`: requests one container takes at once, equal to vLLM's
-#   `--max-num-seqs` so that Modal scales out exactly when the engine's batch is full.
+# - `@modal.concurrent(max_inputs=..., target_inputs=...)`: requests one container takes at once, equal to
+#   vLLM's `--max-num-seqs`, so a container never queues more than its engine batches; `target_inputs`
+#   (when set lower) makes Modal start the next container before the first is full.
+# - `min_containers` / `max_containers` / `buffer_containers`: the bill's floor and ceiling. By default
+#   nothing runs while idle, and at most `max_containers` run however much traffic comes; `gpt-oss-modal
+#   plan` prints what both cost.
 # - `scaledown_window`: how long an idle container stays up (and billed) before Modal scales to zero.
 # - `timeout`: the longest a single request may run; `startup_timeout`: the longest a container may take
 #   to come up (weights download + compile on a cold start).
@@ -114,12 +118,16 @@ replica = {
     "image": image,
     "gpu": cfg.gpu,
     "scaledown_window": cfg.scaledown_window,
+    "min_containers": cfg.min_containers,
+    "max_containers": cfg.max_containers,
+    "buffer_containers": cfg.buffer_containers,
     "timeout": cfg.timeout,
     "startup_timeout": cfg.effective_startup_timeout(),
     "volumes": volumes,
     "secrets": secrets,
     "region": cfg.region,
 }
+concurrency = {"max_inputs": cfg.max_inputs, "target_inputs": cfg.target_inputs}
 web_server = {
     "port": cfg.port,
     "startup_timeout": cfg.effective_startup_timeout(),
@@ -165,7 +173,7 @@ def start_warm() -> container.Engine:
 if not cfg.snapshot:
 
     @app.function(**replica)
-    @modal.concurrent(max_inputs=cfg.max_inputs)
+    @modal.concurrent(**concurrency)
     @modal.web_server(**web_server)
     def serve() -> None:
         start_warm()
@@ -201,7 +209,7 @@ if cfg.snapshot:
         enable_memory_snapshot=True,
         experimental_options={"enable_gpu_snapshot": True},
     )
-    @modal.concurrent(max_inputs=cfg.max_inputs)
+    @modal.concurrent(**concurrency)
     class Server:
         @modal.enter(snap=True)
         def start(self) -> None:

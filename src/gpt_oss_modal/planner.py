@@ -46,15 +46,21 @@ class Plan:
     kv_tokens: int  # tokens of context the KV cache holds across all requests
     max_context: int  # the longest single request that fits
     max_model_len: int  # what we will pass to vLLM
-    max_model_len_source: str  # "config" or "auto"
+    max_model_len_source: str  # "config" (a number was given, or the default) or "auto"
     full_length_concurrency: int  # requests of max_model_len tokens that fit at once
     typical_concurrency: int  # requests of TYPICAL_REQUEST_TOKENS that fit at once
     max_inputs: int
     moe_kernel: str
     attention_backend: str
     boot: str
-    usd_per_hour: float
+    usd_per_hour: float  # one container (all its GPUs)
     price_date: str
+    min_containers: int
+    max_containers: int
+    buffer_containers: int
+    target_inputs: int  # what Modal's autoscaler aims for per container (max_inputs unless set lower)
+    always_on_usd_per_day: float  # min_containers billed around the clock, traffic or not
+    max_usd_per_hour: float  # the ceiling: max_containers all running
     notes: list[str] = field(default_factory=list)
     reason: str | None = None  # why it does not fit, with a way out
 
@@ -93,11 +99,13 @@ def _auto_context(model: catalog.Model, kv_tokens: int) -> int | None:
     return None
 
 
-def smallest_fitting_gpu(model: catalog.Model, util: float, boot: str, max_inputs: int) -> catalog.GPU | None:
-    """The single GPU with the least memory (then the lowest price) that holds the model with 4k context."""
+def smallest_fitting_gpu(
+    model: catalog.Model, util: float, boot: str, max_inputs: int, context: int = min(STANDARD_CONTEXTS)
+) -> catalog.GPU | None:
+    """The single GPU with the least memory (then the lowest price) that holds the model with `context`."""
     for gpu in sorted(catalog.GPUS.values(), key=lambda g: (g.vram_gib, g.usd_per_hour)):
         *_, kv_tokens = _memory(model, gpu, 1, util, boot, max_inputs)
-        if kv_tokens >= min(STANDARD_CONTEXTS):
+        if kv_tokens >= context:
             return gpu
     return None
 
@@ -125,8 +133,8 @@ def plan(cfg: DeployConfig) -> Plan:
     notes: list[str] = []
     reason = None
 
-    if cfg.max_model_len is not None:
-        max_len, source = cfg.max_model_len, "config"
+    if cfg.max_model_len != "auto":
+        max_len, source = int(cfg.max_model_len), "config"
         if cfg.max_model_len > model.max_context:
             reason = (
                 f"max_model_len {cfg.max_model_len} is above {model.id}'s limit of {model.max_context} tokens"
@@ -134,9 +142,20 @@ def plan(cfg: DeployConfig) -> Plan:
     else:
         max_len, source = _auto_context(model, kv_tokens) or 0, "auto"
 
+    where = f"{gpu.name}" + (f" x{count}" if count > 1 else "")
+    model_fits = kv_gib > 0 and max_context >= min(STANDARD_CONTEXTS)
+    if reason is None and source == "config" and model_fits and max_context < max_len:
+        # The model fits; the context asked for (perhaps the default 32768) does not.
+        reason = (
+            f"max_model_len {max_len} does not fit {model.id} on {where}: its KV cache holds {kv_tokens} "
+            f"tokens; the largest that fits is {max_context}: use --max-model-len {max_context} (or auto, "
+            "the planner's choice)"
+        )
+        bigger = smallest_fitting_gpu(model, cfg.gpu_memory_utilization, cfg.boot, cfg.max_inputs, max_len)
+        if bigger is not None and count == 1:
+            reason += f", or --gpu {bigger.name}"
     if reason is None and (kv_gib <= 0 or max_len == 0 or kv_tokens < max_len):
         need = weights + overhead
-        where = f"{gpu.name}" + (f" x{count}" if count > 1 else "")
         if kv_gib <= 0:
             what = (
                 f"{model.id} does not fit on {where}: it needs ~{need:.1f} GiB per GPU for weights and runtime, "
@@ -152,11 +171,12 @@ def plan(cfg: DeployConfig) -> Plan:
             what += f"; smallest GPU that fits: {better.name} (use --gpu {better.name}"
             several = _fitting_count(model, gpu, cfg) if count == 1 else None
             what += f", or --gpu {gpu.name}:{several})" if several else ")"
-        elif cfg.max_model_len:
+        elif source == "config":
             what += f"; lower --max-model-len to at most {max_context}"
         reason = what
 
     fits = reason is None
+    per_container = gpu.usd_per_hour * count
     if fits:
         if source == "auto" and max_len < model.max_context:
             notes.append(
@@ -199,8 +219,14 @@ def plan(cfg: DeployConfig) -> Plan:
         moe_kernel=catalog.moe_kernel(gpu),
         attention_backend=catalog.attention_backend(gpu),
         boot=cfg.boot,
-        usd_per_hour=round(gpu.usd_per_hour * count, 4),
+        usd_per_hour=round(per_container, 4),
         price_date=catalog.PRICE_DATE,
+        min_containers=cfg.min_containers,
+        max_containers=cfg.max_containers,
+        buffer_containers=cfg.buffer_containers,
+        target_inputs=cfg.target_inputs or cfg.max_inputs,
+        always_on_usd_per_day=round(cfg.min_containers * per_container * 24, 2),
+        max_usd_per_hour=round(cfg.max_containers * per_container, 2),
         notes=notes,
         reason=reason,
     )
