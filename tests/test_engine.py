@@ -92,7 +92,9 @@ def test_auto_context_is_reduced_on_24gb_cards_and_full_on_h100() -> None:
 
 
 def test_explicit_context_and_concurrency_are_passed_through() -> None:
-    cfg = DeployConfig(model="120b", gpu="H100", max_model_len=16384, max_inputs=8, prefix_caching=False)
+    cfg = DeployConfig(
+        model="120b", gpu="H100", boot="compiled", max_model_len=16384, max_inputs=8, prefix_caching=False
+    )
     argv = build_command(cfg).argv
     assert flag(argv, "--max-model-len") == "16384"
     assert flag(argv, "--max-num-seqs") == "8"
@@ -180,7 +182,7 @@ def test_default_capture_sizes_are_the_measured_ones() -> None:
 
 
 def test_shell_line_is_copy_pasteable() -> None:
-    line = build_command(DeployConfig()).shell()
+    line = build_command(DeployConfig(boot="compiled")).shell()
     assert "vllm serve openai/gpt-oss-20b" in line
     assert '\'{"cudagraph_capture_sizes"' in line  # the JSON is quoted for the shell
 

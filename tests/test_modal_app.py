@@ -392,12 +392,13 @@ def test_container_serve_starts_the_built_command_and_returns_once_warm(tmp_path
     paths = [e["path"] for e in requests]
     assert paths[0] == "/health"
     chats = [json.loads(e["body"]) for e in requests if e["path"] == "/v1/chat/completions"]
-    assert len(chats) == 1 + cfg.max_inputs and set(paths) == {"/health", "/v1/chat/completions"}
-    long_prompt = chats[0]["messages"][0]["content"]
-    assert len(long_prompt.split()) == container.WARM_UP_PREFILL_TOKENS
+    ladder = container.prefill_ladder(container.WARM_UP_PREFILL_TOKENS)
+    assert len(chats) == len(ladder) + cfg.max_inputs and set(paths) == {"/health", "/v1/chat/completions"}
+    # The ladder first, one prompt at a time: 64, 128, ... 8,192 tokens (the prefix word, then n words).
+    assert [len(c["messages"][0]["content"].split()) - 2 for c in chats[: len(ladder)]] == ladder
     assert {e["auth"] for e in requests} == {"Bearer from-the-secret"}
     assert (
-        "warm-up: a 1,536-token prefill" in r.stderr
+        f"warm-up: prefills of {sum(n + 2 for n in ladder):,} tokens" in r.stderr
         and f"{cfg.max_inputs}/{cfg.max_inputs} concurrent" in r.stderr
     )
 
@@ -616,10 +617,11 @@ def test_snapshot_hooks_start_warm_sleep_then_wake(tmp_path: Path, key: str | No
     assert auth.MIDDLEWARE in started["argv"]  # dev mode never runs without the middleware
     calls = [(e["method"], e["path"]) for e in requests]
     chat = ("POST", "/v1/chat/completions")
-    # Health, the warm-up (one long prompt, then max_inputs at once), sleep (then the snapshot), wake-up.
+    # Health, the warm-up (the prefill ladder, then max_inputs at once), sleep (then the snapshot), wake-up.
+    ladder = container.prefill_ladder(container.WARM_UP_PREFILL_TOKENS)
     assert calls == [
         ("GET", "/health"),
-        *[chat] * (1 + cfg.max_inputs),
+        *[chat] * (len(ladder) + cfg.max_inputs),
         ("POST", "/sleep?level=1"),
         ("GET", "/is_sleeping"),
         ("POST", "/wake_up"),

@@ -151,7 +151,7 @@ class DeployConfig(BaseSettings):
         json_schema_extra=MODAL_ONLY,
     )
     boot: Literal["eager", "fast", "compiled"] = Field(
-        "compiled",
+        "fast",
         description="`fast`: full CUDA graphs for the decode batch sizes max_inputs needs, no torch.compile "
         "(eager's start-up, near-compiled decode). `compiled`: torch.compile + CUDA graphs for decode and five "
         "prefill sizes (quickest time to first token, slower start-up). `eager`: no graphs at all (debugging; "
