@@ -1,10 +1,12 @@
 """Set-up shared by every test module, run before any of them is imported."""
 
+import importlib
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,3 +78,24 @@ class Cli:
 def cli(tmp_path: Path) -> Cli:
     """Runs `gpt-oss-modal ...` in this test's tmp_path: `cli("plan", "--json")`, `cli.popen(...)`."""
     return Cli(tmp_path)
+
+
+@pytest.fixture
+def load_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Import gpt_oss_modal.modal_app afresh with GPT_OSS_* settings, as `modal deploy` would: in an empty
+    directory (no gpt-oss-modal.toml from the checkout) and with none of the caller's own settings."""
+    from gpt_oss_modal.config import ORIGINAL_ENV
+
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("GPT_OSS_") or name in ORIGINAL_ENV:
+            monkeypatch.delenv(name)
+
+    def load(**settings: str) -> Any:
+        for key, value in settings.items():
+            monkeypatch.setenv(f"GPT_OSS_{key.upper()}", value)
+        sys.modules.pop("gpt_oss_modal.modal_app", None)
+        return importlib.import_module("gpt_oss_modal.modal_app")
+
+    yield load
+    sys.modules.pop("gpt_oss_modal.modal_app", None)

@@ -23,6 +23,19 @@ KEY = "sk-test-0123456789abcdef"
 ROUTES = ["/health", "/metrics", "/version", "/docs", "/openapi.json", "/tokenize", "/v1/models", "/anything"]
 
 
+def vllm_server_args() -> argparse.Namespace:
+    """The `vllm serve` arguments vLLM's init_entrypoints_middleware reads, with our middleware flag."""
+    return argparse.Namespace(
+        allowed_origins=["*"],
+        allow_credentials=False,
+        allowed_methods=["*"],
+        allowed_headers=["*"],
+        api_key=None,
+        enable_request_id_headers=False,
+        middleware=[auth.MIDDLEWARE],
+    )
+
+
 def make_app() -> FastAPI:
     app = FastAPI()
 
@@ -184,15 +197,7 @@ def test_vllm_loads_it_as_the_outermost_middleware(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setenv(auth.ENV_VAR, KEY)
     app = make_app()
-    args = argparse.Namespace(
-        allowed_origins=["*"],
-        allow_credentials=False,
-        allowed_methods=["*"],
-        allowed_headers=["*"],
-        api_key=None,
-        enable_request_id_headers=False,
-        middleware=[auth.MIDDLEWARE],
-    )
+    args = vllm_server_args()
     init_entrypoints_middleware(args, app, ("generate",))
     assert app.user_middleware[0].cls is auth.AuthMiddleware  # added last = outermost
     with TestClient(app) as client:
@@ -421,15 +426,7 @@ def test_vllm_dev_routes_behind_the_middleware(vllm_dev_routes, monkeypatch: pyt
     app, dev = vllm_dev_routes
     monkeypatch.setenv(auth.ENV_VAR, KEY)
     monkeypatch.setenv(auth.DEV_SECRET_ENV, SECRET)
-    args = argparse.Namespace(
-        allowed_origins=["*"],
-        allow_credentials=False,
-        allowed_methods=["*"],
-        allowed_headers=["*"],
-        api_key=None,
-        enable_request_id_headers=False,
-        middleware=[auth.MIDDLEWARE],
-    )
+    args = vllm_server_args()
     init_entrypoints_middleware(args, app, ("generate",))
     # No engine behind these routes: with the secret a request reaches the handler, which then fails (500).
     with TestClient(app, raise_server_exceptions=False) as client:

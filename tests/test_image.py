@@ -170,23 +170,6 @@ def layers(img: Any) -> list[tuple[list[str], dict[str, str], Any]]:
     return out[::-1]
 
 
-@pytest.fixture
-def load_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("GPT_OSS_") or name == "FAST_BOOT":
-            monkeypatch.delenv(name)
-
-    def load(**settings: str) -> Any:
-        for key, value in settings.items():
-            monkeypatch.setenv(f"GPT_OSS_{key.upper()}", value)
-        sys.modules.pop("gpt_oss_modal.modal_app", None)
-        return importlib.import_module("gpt_oss_modal.modal_app")
-
-    yield load
-    sys.modules.pop("gpt_oss_modal.modal_app", None)
-
-
 def web_function(mod: Any) -> Any:
     """The function (or with snapshots, the class's service function) that carries the container settings."""
     if mod.cfg.snapshot:

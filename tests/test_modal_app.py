@@ -53,24 +53,6 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(drop) and k not in ORIGINAL_ENV}
 
 
-@pytest.fixture
-def load_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Import gpt_oss_modal.modal_app afresh with GPT_OSS_* settings, as `modal deploy` would."""
-    monkeypatch.chdir(tmp_path)  # no gpt-oss-modal.toml from the checkout
-    for name in list(os.environ):
-        if name.startswith("GPT_OSS_") or name in ORIGINAL_ENV:
-            monkeypatch.delenv(name)
-
-    def load(**settings: str) -> Any:
-        for key, value in settings.items():
-            monkeypatch.setenv(f"GPT_OSS_{key.upper()}", value)
-        sys.modules.pop("gpt_oss_modal.modal_app", None)
-        return importlib.import_module("gpt_oss_modal.modal_app")
-
-    yield load
-    sys.modules.pop("gpt_oss_modal.modal_app", None)
-
-
 def raw(function: Any) -> Any:
     """The SDK's internal _Function behind the public, synchronised handle."""
     return synchronizer._translate_in(function)
