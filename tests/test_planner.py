@@ -1,10 +1,13 @@
-"""Fit, context, concurrency, kernel and cost from the catalog's numbers."""
+"""Fit, context, concurrency, kernel and cost from the catalog's numbers, calibrated against vLLM's own."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from gpt_oss_modal import catalog
+from gpt_oss_modal import catalog, measured
 from gpt_oss_modal.config import ConfigError, DeployConfig
 from gpt_oss_modal.planner import kv_bytes_per_token, plan, require_fit, smallest_fitting_gpu
 
@@ -90,8 +93,8 @@ def test_the_default_context_fits_wherever_the_model_does() -> None:
 
 def test_smallest_fitting_gpu() -> None:
     m120 = catalog.MODELS["openai/gpt-oss-120b"]
-    assert smallest_fitting_gpu(m120, 0.9, "compiled", 32).name == "A100-80GB"
-    assert smallest_fitting_gpu(catalog.MODELS["openai/gpt-oss-20b"], 0.9, "compiled", 32).name == "L4"
+    assert smallest_fitting_gpu(m120, 0.9, "compiled").name == "A100-80GB"
+    assert smallest_fitting_gpu(catalog.MODELS["openai/gpt-oss-20b"], 0.9, "compiled").name == "L4"
 
 
 def test_explicit_context_beyond_the_cache_is_refused_with_the_largest_that_fits() -> None:
@@ -100,7 +103,8 @@ def test_explicit_context_beyond_the_cache_is_refused_with_the_largest_that_fits
     assert not p.fits and p.max_context < 131072
     assert p.reason.startswith("max_model_len 131072 does not fit openai/gpt-oss-120b on A100-80GB")
     assert f"the largest that fits is {p.max_context}: use --max-model-len {p.max_context}" in p.reason
-    assert p.reason.endswith("--gpu H200") and "\n" not in p.reason  # the smallest single GPU with room
+    # The smallest single GPU with room: H100, whose driver reports a little more memory than the A100's estimate.
+    assert p.reason.endswith("--gpu H100") and "\n" not in p.reason
     # ... and that largest value does fit.
     assert plan(cfg.model_copy(update={"max_model_len": p.max_context})).fits
 
@@ -121,3 +125,89 @@ def test_scale_settings_price_the_floor_and_the_ceiling() -> None:
 def test_tiny_is_not_planned() -> None:
     with pytest.raises(ConfigError, match="CPU"):
         plan(DeployConfig(model="tiny"))
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "scripts" / "gpu" / "results_v2"
+
+
+def _recorded_runs() -> list[measured.KvRun]:
+    """Every run in scripts/gpu/results_v2 that logged its KV cache, with the settings it was started with."""
+    runs = []
+    for path in sorted(RESULTS.glob("*/result.json")):
+        r = json.loads(path.read_text())
+        if "kv_tokens" not in r:
+            continue  # a run that did not start
+        flags = dict(zip(r["argv"], r["argv"][1:], strict=False))  # each flag and the word after it
+        flag = flags.__getitem__
+        runs.append(
+            measured.KvRun(
+                r["run"],
+                catalog.MODELS[catalog.MODEL_ALIASES[r["model"]]].id,
+                r["boot"],
+                float(flag("--gpu-memory-utilization")),
+                int(flag("--max-model-len")),
+                int(flag("--max-num-seqs")),
+                r["kv_cache_gib"],
+                int(r["kv_tokens"]),
+            )  # fmt: skip
+        )
+    return runs
+
+
+def test_the_recorded_runs_are_all_there() -> None:
+    names = {r.run for r in _recorded_runs()}
+    assert {"eager", "fast", "compiled", "120b", "120b-as-h100"} <= names
+
+
+@pytest.mark.parametrize("run", _recorded_runs() + list(measured.OLDER_KV_RUNS), ids=lambda r: r.run)
+def test_plan_reproduces_vllms_kv_cache_within_3_percent(run: measured.KvRun) -> None:
+    p = plan(
+        DeployConfig(
+            model=run.model,
+            gpu="H200",
+            boot=run.boot,
+            gpu_memory_utilization=run.util,
+            max_model_len=run.max_model_len,
+            max_inputs=run.max_num_seqs,
+        )  # fmt: skip
+    )
+    assert p.fits
+    assert p.kv_cache_gib_per_gpu == pytest.approx(run.kv_cache_gib, rel=0.03)
+    assert p.kv_tokens == pytest.approx(run.kv_tokens, rel=0.03)
+    assert p.memory_source == "measured on H200"
+
+
+def test_120b_on_one_h100_says_what_vllm_says() -> None:
+    # vLLM at an H100's budget (run 120b-as-h100): 9.10 GiB, "Maximum concurrency for 32,768 tokens: 5.37x".
+    p = plan(DeployConfig(model="120b", gpu="H100"))
+    assert p.fits and p.max_model_len == 32768
+    assert p.full_length_concurrency == pytest.approx(5.37, abs=0.05)
+    assert p.kv_tokens == pytest.approx(176102, rel=0.03)
+    assert p.memory_source.startswith("measured on H200 at H100's budget")
+
+
+def test_a_request_counts_its_sliding_window_blocks_too() -> None:
+    # A 4k request holds its whole length in both layer groups: ~2x the blocks of its full-attention half.
+    p = plan(DeployConfig(model="20b", gpu="H200"))
+    blocks = p.kv_tokens / 32768 * (2048 + 1033)  # 32k: 2,048 full + 1,033 sliding blocks per request
+    assert p.typical_concurrency == int(blocks / (256 + 256 + 1))
+
+
+def test_boot_costs_are_measured_on_h200_and_estimated_elsewhere() -> None:
+    h200 = {c.boot: c for c in plan(DeployConfig(model="20b", gpu="H200")).boot_costs}
+    assert set(h200) == {"eager", "fast", "compiled"}
+    assert all(c.label == "measured on H200" for c in h200.values())
+    assert h200["fast"].startup_s == min(measured.BOOT_FIGURES["fast"].startup_s)
+    assert h200["compiled"].tpot_ms == measured.BOOT_FIGURES["compiled"].tpot_ms
+    h100 = plan(DeployConfig(model="20b", gpu="H100")).boot_costs
+    assert all(c.label == "estimate" and "bandwidth" in c.source for c in h100)
+    # 120b's decode was not measured: the plan says so rather than inventing a figure.
+    big = plan(DeployConfig(model="120b", gpu="H200")).boot_costs
+    assert all(c.single_stream_tok_s is None for c in big)
+    assert [c.label for c in big if c.boot == "fast"] == ["measured on H200"]
+
+
+def test_vram_from_the_driver_where_known() -> None:
+    assert catalog.GPUS["H200"].vram_gib * 1024 == pytest.approx(143771)
+    assert catalog.GPUS["H100"].vram_gib * 1024 == pytest.approx(81559)
+    assert "data sheet" in plan(DeployConfig(model="20b", gpu="L40S")).memory_source

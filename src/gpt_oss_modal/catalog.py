@@ -22,6 +22,8 @@ class GPU:
     vram_gib: float  # memory the CUDA driver reports as total, in GiB (not the marketing GB)
     compute_capability: tuple[int, int]
     usd_per_hour: float  # per GPU
+    memory_tb_s: float  # published memory bandwidth, TB/s: what single-stream decode scales with
+    vram_from_driver: bool = False  # vram_gib read from the driver on a real card; else an estimate
 
     @property
     def sm(self) -> int:
@@ -36,17 +38,19 @@ class GPU:
 
 
 # T4 (SM 7.5) is left out on purpose: it has no bfloat16, and GPT-OSS runs in bfloat16 only.
+# VRAM: H100 and H200 as their drivers reported it on the lent hosts (81,559 and 143,771 MiB; see
+# docs/performance.md and scripts/gpu/results_v2); the others are estimates from the cards' data sheets.
 GPUS: dict[str, GPU] = {
     g.name: g
     for g in (
-        GPU("L4", 22.0, (8, 9), 0.7992),
-        GPU("A10G", 22.0, (8, 6), 1.1016),
-        GPU("L40S", 44.4, (8, 9), 1.9512),
-        GPU("A100-40GB", 39.4, (8, 0), 2.0988),
-        GPU("A100-80GB", 79.1, (8, 0), 2.4984),
-        GPU("H100", 79.1, (9, 0), 3.9492),
-        GPU("H200", 139.8, (9, 0), 4.5396),
-        GPU("B200", 178.4, (10, 0), 6.2496),
+        GPU("L4", 22.0, (8, 9), 0.7992, 0.3),
+        GPU("A10G", 22.0, (8, 6), 1.1016, 0.6),
+        GPU("L40S", 44.4, (8, 9), 1.9512, 0.864),
+        GPU("A100-40GB", 39.4, (8, 0), 2.0988, 1.555),
+        GPU("A100-80GB", 79.1, (8, 0), 2.4984, 2.039),
+        GPU("H100", 81559 / 1024, (9, 0), 3.9492, 3.35, vram_from_driver=True),
+        GPU("H200", 143771 / 1024, (9, 0), 4.5396, 4.8, vram_from_driver=True),
+        GPU("B200", 178.4, (10, 0), 6.2496, 8.0),
     )
 }
 
@@ -67,7 +71,9 @@ MAX_GPUS_PER_CONTAINER = 8
 class Model:
     id: str  # Hugging Face repo id
     short: str
-    weights_gib: float  # checkpoint on disk (MXFP4 experts, bf16 rest) ~= what vLLM loads onto the GPU
+    weights_gib: (
+        float  # checkpoint on disk (MXFP4 experts, bf16 rest); measured.WEIGHTS_GIB is what vLLM loads
+    )
     num_layers: int
     num_attention_heads: int
     num_kv_heads: int

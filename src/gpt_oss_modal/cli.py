@@ -245,7 +245,9 @@ def plan(
 ) -> None:
     """Does the model fit the GPU? Context, concurrency, MXFP4 kernel, and cost: per hour, always on, at most.
 
-    The cost per hour of one running container, per day of min_containers (always on, traffic or not),
+    Memory, KV cache and concurrency are counted as vLLM counts them, from its own start-up figures
+    (measured on H200; other GPUs are estimates, and the plan says which). Each boot mode's start-up
+    time and decode speed come from the same measurements. The cost per hour of one running container, per day of min_containers (always on, traffic or not),
     and per hour of max_containers (the ceiling). Exits 2 with one line (what does not fit, and the
     largest context or the smallest GPU that does) when it does not fit.
     """
@@ -268,19 +270,24 @@ def plan(
     t.add_row(
         "memory per GPU",
         f"{p.budget_gib_per_gpu} GiB usable = {p.weights_gib_per_gpu} weights + "
-        f"{p.overhead_gib_per_gpu} runtime + {p.kv_cache_gib_per_gpu} KV cache",
+        f"{p.overhead_gib_per_gpu} runtime + {p.kv_cache_gib_per_gpu} KV cache ({p.memory_source})",
     )
-    t.add_row("KV cache", f"{p.kv_tokens:,} tokens ({p.kv_bytes_per_token:,} bytes/token per GPU)")
+    t.add_row(
+        "KV cache",
+        f"{p.kv_tokens:,} tokens, as vLLM counts them: {p.full_length_concurrency:.2f} x {p.max_model_len:,} "
+        f"({p.kv_bytes_per_token:,} bytes per token slot per GPU)",
+    )
     t.add_row(
         "max context", f"{p.max_context:,} tokens; serving {p.max_model_len:,} ({p.max_model_len_source})"
     )
     t.add_row(
         "concurrency",
-        f"{p.full_length_concurrency} full-length requests, {p.typical_concurrency} of 4k; "
-        f"max_inputs {p.max_inputs}",
+        f"{p.full_length_concurrency:.2f} full-length requests (vLLM's maximum concurrency), "
+        f"{p.typical_concurrency} of 4k; max_inputs {p.max_inputs}",
     )
     t.add_row("kernels", f"MXFP4 MoE: {p.moe_kernel}, attention: {p.attention_backend}")
-    t.add_row("boot", p.boot)
+    for cost in p.boot_costs:
+        t.add_row(f"boot {cost.boot}" + (" (chosen)" if cost.boot == p.boot else ""), boot_cost(cost))
     t.add_row("cost", f"${p.usd_per_hour:.2f}/hour while a container runs (Modal list price, {p.price_date})")
     t.add_row(
         "scaling",
@@ -292,6 +299,20 @@ def plan(
     console.print(t)
     for note in p.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    for source in dict.fromkeys(c.source for c in p.boot_costs):
+        console.print(f"[dim]boot figures: {source}[/]", highlight=False, soft_wrap=True)
+
+
+def boot_cost(cost: Any) -> str:
+    """A boot mode's start-up and decode speed in one line, and whether it was measured."""
+    parts = [f"{cost.startup_s:.0f} s to /health"]
+    if cost.single_stream_tok_s is not None:
+        parts.append(f"{cost.single_stream_tok_s:,.0f} tok/s single stream ({cost.tpot_ms} ms/token)")
+    if cost.max_inputs_tok_s:
+        parts.append(f"{'-'.join(f'{t:,}' for t in sorted(cost.max_inputs_tok_s))} tok/s at 50 streams")
+    if cost.single_stream_tok_s is None:
+        parts.append("decode not measured")
+    return ", ".join(parts) + f"; {cost.label}"
 
 
 def always_on(p: Any) -> str:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import catalog
+from . import catalog, measured, planner
 from .config import ENV_PREFIX, ORIGINAL_ENV, DeployConfig
 from .planner import plan
 
@@ -79,9 +79,11 @@ def gpu_table() -> str:
                 too_long.append(f"{model.id.split('/')[-1]} on {gpu.name}")
         sm = f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]}"
         rows.append(
-            f"| {gpu.name} | {gpu.vram_gib:.0f} | {gpu.arch} ({sm}) | {catalog.moe_kernel(gpu)} | "
+            f"| {gpu.name} | {gpu.vram_gib:.0f}{'' if gpu.vram_from_driver else '*'} | {gpu.arch} ({sm}) | "
+            f"{catalog.moe_kernel(gpu)} | "
             f"{gpu.usd_per_hour:.2f} | {cells[0]} | {cells[1]} |"
         )
+    drivers = [g.name for g in catalog.GPUS.values() if g.vram_from_driver]
     defaults = {n: DeployConfig.model_fields[n].default for n in ("max_inputs", "gpu_memory_utilization")}
     where = (
         f"everywhere the model does except {', '.join(too_long)}" if too_long else "wherever the model does"
@@ -92,6 +94,9 @@ def gpu_table() -> str:
         f'"auto"` picks with the default `max_inputs` {defaults["max_inputs"]} and `gpu_memory_utilization` '
         f"{defaults['gpu_memory_utilization']}",
         f"(`gpt-oss-modal plan` for yours); the default `max_model_len` {default_len} fits {where}.",
+        f"VRAM: as the CUDA driver reports it (read on {' and '.join(drivers)}); * marks a data-sheet estimate.",
+        f"Weights and runtime overhead: vLLM's own figures, {planner.MEASURED} ({measured.SOURCE});",
+        "on other cards the contexts are estimates from them.",
     ]
     return "\n".join(rows)
 

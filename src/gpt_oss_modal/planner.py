@@ -1,34 +1,56 @@
 """Does a model fit a GPU, with how much context and concurrency, on which kernels, at what price.
 
-The arithmetic, per GPU of a tensor-parallel group:
+The arithmetic, per GPU of a tensor-parallel group, as vLLM does it (calibrated against its own start-up
+logs on an H200: gpt_oss_modal.measured, tests/test_planner.py):
 
-    budget   = VRAM x gpu_memory_utilization          (vLLM never takes more than this)
-    weights  = checkpoint size / TP                    (MXFP4 experts stay 4-bit on every kernel path)
-    overhead = CUDA context + activation peak (+ CUDA graphs when compiled)   -- our estimate, see below
+    budget   = VRAM x gpu_memory_utilization          (VRAM as the driver reports it; vLLM never takes more)
+    weights  = what vLLM loads, / TP                   (MXFP4 experts stay 4-bit on every kernel path)
+    overhead = CUDA context + activation peak + CUDA-graph pool   -- measured per boot mode on the H200
     KV cache = budget - weights - overhead
 
-GPT-OSS alternates full attention with 128-token sliding-window attention, so only half the layers keep a
-KV entry for every token of the context; the sliding layers hold at most the window per request.
+and the KV cache's capacity as vLLM counts it (vllm/v1/core/kv_cache_utils.py, get_kv_cache_capacity):
+GPT-OSS alternates full attention with 128-token sliding-window attention. vLLM puts each kind of layer in
+its own group (12 + 12 layers for 20b, 18 + 18 for 120b) and the groups draw 16-token blocks from one shared
+pool, so a block of pool costs 16 x (layers per group x K and V x KV heads per GPU x head_dim x 2 bytes):
+a "slot" is 24,576 bytes for 20b and 36,864 for 120b (kv_bytes_per_token). A request of max_model_len L
+takes ceil(L / 16) blocks for the full-attention group, and for the sliding group the window plus every
+token scheduled but not yet freed, min(W - 1 + in-flight, L) rounded up to blocks, + 1 block for a window
+that starts mid-block (SlidingWindowSpec.max_admission_blocks_per_request). vLLM's maximum concurrency is
+pool blocks / blocks per request, and the "GPU KV cache size: N tokens" it logs is that x L: tokens of
+full-length requests, not free slots. max_inputs (--max-num-seqs) does not enter: runs with 32 and 50 give
+the same pool.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
-from . import catalog
+from . import catalog, measured
 from .catalog import GiB
 from .config import ConfigError, DeployConfig
 
 BF16_BYTES = 2
-# Estimates from vLLM start-up logs of gpt-oss on H100 (non-torch memory ~0.7 GiB, activation peak of the
-# profile run ~1.5 GiB with 8k batched tokens); CUDA graphs for the sizes max_inputs needs take < 0.5 GiB.
-RUNTIME_OVERHEAD_GIB = 2.2
-CUDA_GRAPH_GIB = 0.5
+BLOCK_TOKENS = 16  # vLLM's KV block size for gpt-oss's attention backends
 # Auto context: the largest of these that leaves room for this many full-length requests at once.
 STANDARD_CONTEXTS = (131072, 65536, 32768, 16384, 8192, 4096)
 FULL_LENGTH_REQUESTS = 4
 # "Concurrency that fits" is also reported for a typical chat request of this many tokens.
 TYPICAL_REQUEST_TOKENS = 4096
+MEASURED = f"measured on {measured.GPU}"
+
+
+@dataclass(frozen=True)
+class BootCost:
+    """What a boot mode costs (start-up) and buys (decode) on the planned GPU; None where not known."""
+
+    boot: str
+    startup_s: float | None  # process start to /health, cold caches
+    single_stream_tok_s: float | None  # output tokens/s at concurrency 1
+    tpot_ms: float | None
+    max_inputs_tok_s: tuple[float, ...]  # output tokens/s at concurrency 50, each run
+    label: str  # "measured on H200" or "estimate"
+    source: str  # where the figures come from, or how they were derived
 
 
 @dataclass(frozen=True)
@@ -42,17 +64,19 @@ class Plan:
     weights_gib_per_gpu: float
     overhead_gib_per_gpu: float
     kv_cache_gib_per_gpu: float
-    kv_bytes_per_token: int  # per GPU, full-attention layers only
-    kv_tokens: int  # tokens of context the KV cache holds across all requests
+    memory_source: str  # whether the weights/overhead/KV figures were measured for this case or estimated
+    kv_bytes_per_token: int  # per GPU: one token slot of the shared KV pool (both layer groups)
+    kv_tokens: int  # vLLM's "GPU KV cache size": full_length_concurrency x max_model_len
     max_context: int  # the longest single request that fits
     max_model_len: int  # what we will pass to vLLM
     max_model_len_source: str  # "config" (a number was given, or the default) or "auto"
-    full_length_concurrency: int  # requests of max_model_len tokens that fit at once
-    typical_concurrency: int  # requests of TYPICAL_REQUEST_TOKENS that fit at once
+    full_length_concurrency: float  # vLLM's "Maximum concurrency" for max_model_len-token requests
+    typical_concurrency: int  # requests of TYPICAL_REQUEST_TOKENS that fit at once, counted the same way
     max_inputs: int
     moe_kernel: str
     attention_backend: str
     boot: str
+    boot_costs: list[BootCost]  # every boot mode on this GPU: start-up and decode speed
     usd_per_hour: float  # one container (all its GPUs)
     price_date: str
     min_containers: int
@@ -69,43 +93,161 @@ class Plan:
 
 
 def kv_bytes_per_token(model: catalog.Model, tp: int) -> int:
+    """One token slot of the KV pool, per GPU. Both layer groups have the same size (half the layers each),
+    so the full-attention half's bytes per token is also the page size per token of the shared pool."""
     kv_heads = max(1, model.num_kv_heads // tp)  # vLLM replicates KV heads when TP > KV heads
     return model.full_attention_layers * 2 * kv_heads * model.head_dim * BF16_BYTES
 
 
-def sliding_bytes_per_request(model: catalog.Model, tp: int) -> int:
-    kv_heads = max(1, model.num_kv_heads // tp)
-    return model.sliding_layers * model.sliding_window * 2 * kv_heads * model.head_dim * BF16_BYTES
+def in_flight_tokens(gpu: catalog.GPU) -> int:
+    """Tokens scheduled but not yet freed per request (VllmConfig.max_in_flight_tokens): two batches with
+    async scheduling x vLLM's default max_num_batched_tokens for the API server, which it picks by GPU
+    (EngineArgs.get_batch_defaults, vLLM 0.32): 16,384 from 160 GiB, 8,192 from 70 GiB except A100s, else
+    2,048. 2 x 8,192 fits every H200 run; the other classes follow the same code, unmeasured."""
+    if gpu.vram_gib >= 160:
+        batched = 16384
+    elif gpu.vram_gib >= 70 and not gpu.name.startswith("A100"):
+        batched = 8192
+    else:
+        batched = 2048
+    return 2 * batched
 
 
-def _memory(model: catalog.Model, gpu: catalog.GPU, count: int, util: float, boot: str, max_inputs: int):
+def blocks_per_request(model: catalog.Model, gpu: catalog.GPU, tokens: int) -> int:
+    """Pool blocks one request of `tokens` tokens reserves: full-attention group + sliding-window group."""
+    full = math.ceil(tokens / BLOCK_TOKENS)
+    window = min(model.sliding_window - 1 + in_flight_tokens(gpu), tokens)
+    return full + math.ceil(window / BLOCK_TOKENS) + 1
+
+
+def concurrency(model: catalog.Model, gpu: catalog.GPU, blocks: int, tokens: int) -> float:
+    """vLLM's maximum concurrency for requests of `tokens` tokens, with `blocks` blocks in the pool."""
+    return blocks / blocks_per_request(model, gpu, tokens)
+
+
+def longest_request(model: catalog.Model, gpu: catalog.GPU, blocks: int) -> int:
+    """The most tokens one request may have with `blocks` pool blocks (vLLM's check at start-up)."""
+    lo, hi = 0, model.max_context
+    while lo < hi:  # blocks_per_request grows with tokens: the largest that fits, by bisection
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if blocks_per_request(model, gpu, mid) <= blocks else (lo, mid - 1)
+    return lo
+
+
+def overhead_gib(model: catalog.Model, boot: str, budget: float) -> tuple[float, bool]:
+    """Non-KV memory for this model, boot mode and budget, and whether it was measured at that point.
+
+    The run with the nearest budget of the same model and boot; a boot mode measured only for 20b borrows
+    20b's difference from fast (the graph pools are the difference)."""
+    runs = [o for o in measured.OVERHEADS if o.model == model.id and o.boot == boot]
+    if runs:
+        best = min(runs, key=lambda o: abs(o.budget_gib - budget))
+        return best.gib, abs(best.budget_gib - budget) < 0.05
+    fast = [o for o in measured.OVERHEADS if o.model == model.id and o.boot == "fast"]
+    base = min(fast, key=lambda o: abs(o.budget_gib - budget)).gib
+    by_boot = {o.boot: o.gib for o in measured.OVERHEADS if o.model == measured.BOOT_FIGURES_MODEL}
+    return base + by_boot[boot] - by_boot["fast"], False
+
+
+@dataclass(frozen=True)
+class Memory:
+    budget: float
+    weights: float
+    overhead: float
+    kv_gib: float
+    slot_bytes: int
+    blocks: int  # KV pool blocks per GPU
+    measured: bool  # the overhead was measured at this budget, on this class, on one GPU
+
+
+def _memory(model: catalog.Model, gpu: catalog.GPU, count: int, util: float, boot: str) -> Memory:
     budget = gpu.vram_gib * util
-    weights = model.weights_gib / count
-    overhead = RUNTIME_OVERHEAD_GIB + (CUDA_GRAPH_GIB if boot != "eager" else 0.0)
+    weights = measured.WEIGHTS_GIB.get(model.id, model.weights_gib) / count
+    overhead, at_point = overhead_gib(model, boot, budget)
     kv_gib = budget - weights - overhead
-    per_token = kv_bytes_per_token(model, count)
-    sliding = sliding_bytes_per_request(model, count) * max_inputs
-    kv_tokens = max(0, int((kv_gib * GiB - sliding) // per_token)) if kv_gib > 0 else 0
-    return budget, weights, overhead, kv_gib, per_token, kv_tokens
+    slot = kv_bytes_per_token(model, count)
+    blocks = max(0, int(kv_gib * GiB // (slot * BLOCK_TOKENS)))
+    return Memory(
+        budget, weights, overhead, kv_gib, slot, blocks, at_point and count == 1 and gpu.vram_from_driver
+    )
 
 
-def _auto_context(model: catalog.Model, kv_tokens: int) -> int | None:
+def _memory_source(mem: Memory, gpu: catalog.GPU) -> str:
+    if mem.measured and gpu.name == measured.GPU:
+        return MEASURED
+    if mem.measured:
+        return f"{MEASURED} at {gpu.name}'s budget, {mem.budget:.2f} GiB"
+    return f"estimate: weights and runtime overhead as {MEASURED}" + (
+        "" if gpu.vram_from_driver else f", {gpu.name}'s VRAM from its data sheet"
+    )
+
+
+def boot_costs(model: catalog.Model, gpu: catalog.GPU) -> list[BootCost]:
+    """Start-up and decode of each boot mode on this GPU: the H200 table, or derived from it."""
+    h200 = catalog.GPUS[measured.GPU]
+    costs = []
+    for boot, f in measured.BOOT_FIGURES.items():
+        startup = min(f.startup_s)
+        single, tpot, at_max = max(f.single_stream_tok_s), f.tpot_ms, f.max_inputs_tok_s
+        source = f"{MEASURED}: {measured.SOURCE}"
+        if model.id != measured.BOOT_FIGURES_MODEL:  # 120b: only boot fast's start-up was timed
+            fast = measured.BOOT_FIGURES["fast"]
+            startup = min(measured.STARTUP_120B_FAST_S) + startup - min(fast.startup_s)
+            single = tpot = None
+            at_max = ()
+            if boot == "fast" and gpu.name == measured.GPU:
+                source = (
+                    f"start-up {MEASURED} (runs 120b, 120b-as-h100); decode not measured for {model.short}"
+                )
+            else:
+                source = (
+                    f"estimate: {model.short}'s fast start-up {MEASURED}, plus 20b's difference between modes; "
+                    f"decode not measured for {model.short}"
+                )
+        elif gpu.name != measured.GPU:
+            scale = gpu.memory_tb_s / h200.memory_tb_s
+            graphs = measured.BOOT_FIGURES["fast"]
+            if boot != "eager":
+                single, tpot = single * scale, tpot / scale
+            else:  # eager's single stream is launch-bound, but never faster than with graphs
+                single = min(single, max(graphs.single_stream_tok_s) * scale)
+                tpot = max(tpot, graphs.tpot_ms / scale)
+            at_max = tuple(t * scale for t in at_max)
+            source = (
+                f"estimate: {measured.GPU}'s figures, decode x {scale:.2f} ({gpu.name}'s memory bandwidth "
+                f"{gpu.memory_tb_s} vs {h200.memory_tb_s} TB/s), "
+                "start-up unchanged"
+            )
+        costs.append(
+            BootCost(
+                boot,
+                round(startup, 1),
+                round(single, 1) if single is not None else None,
+                round(tpot, 2) if tpot is not None else None,
+                tuple(round(t) for t in at_max),
+                "estimate" if source.startswith("estimate") else MEASURED,
+                source,
+            )
+        )
+    return costs
+
+
+def _auto_context(model: catalog.Model, gpu: catalog.GPU, blocks: int) -> int | None:
     for ctx in STANDARD_CONTEXTS:
-        if ctx <= model.max_context and kv_tokens >= FULL_LENGTH_REQUESTS * ctx:
+        if ctx <= model.max_context and concurrency(model, gpu, blocks, ctx) >= FULL_LENGTH_REQUESTS:
             return ctx
     for ctx in STANDARD_CONTEXTS:  # not even four: one full-length request at a time still works
-        if ctx <= model.max_context and kv_tokens >= ctx:
+        if ctx <= model.max_context and concurrency(model, gpu, blocks, ctx) >= 1:
             return ctx
     return None
 
 
 def smallest_fitting_gpu(
-    model: catalog.Model, util: float, boot: str, max_inputs: int, context: int = min(STANDARD_CONTEXTS)
+    model: catalog.Model, util: float, boot: str, context: int = min(STANDARD_CONTEXTS)
 ) -> catalog.GPU | None:
     """The single GPU with the least memory (then the lowest price) that holds the model with `context`."""
     for gpu in sorted(catalog.GPUS.values(), key=lambda g: (g.vram_gib, g.usd_per_hour)):
-        *_, kv_tokens = _memory(model, gpu, 1, util, boot, max_inputs)
-        if kv_tokens >= context:
+        if longest_request(model, gpu, _memory(model, gpu, 1, util, boot).blocks) >= context:
             return gpu
     return None
 
@@ -113,8 +255,8 @@ def smallest_fitting_gpu(
 def _fitting_count(model: catalog.Model, gpu: catalog.GPU, cfg: DeployConfig) -> int | None:
     """The fewest GPUs of this kind (a power of two, for tensor parallelism) that hold the model."""
     for count in (2, 4, 8):
-        *_, kv_tokens = _memory(model, gpu, count, cfg.gpu_memory_utilization, cfg.boot, cfg.max_inputs)
-        if kv_tokens >= min(STANDARD_CONTEXTS):
+        mem = _memory(model, gpu, count, cfg.gpu_memory_utilization, cfg.boot)
+        if longest_request(model, gpu, mem.blocks) >= min(STANDARD_CONTEXTS):
             return count
     return None
 
@@ -126,10 +268,9 @@ def plan(cfg: DeployConfig) -> Plan:
             f"model: {cfg.model!r} runs on the local CPU engine only; plan a GPU model (20b or 120b)"
         )
     gpu, count = cfg.gpu_type, cfg.gpu_count
-    budget, weights, overhead, kv_gib, per_token, kv_tokens = _memory(
-        model, gpu, count, cfg.gpu_memory_utilization, cfg.boot, cfg.max_inputs
-    )
-    max_context = min(model.max_context, kv_tokens)
+    mem = _memory(model, gpu, count, cfg.gpu_memory_utilization, cfg.boot)
+    budget, weights, overhead, kv_gib = mem.budget, mem.weights, mem.overhead, mem.kv_gib
+    max_context = longest_request(model, gpu, mem.blocks)
     notes: list[str] = []
     reason = None
 
@@ -140,21 +281,25 @@ def plan(cfg: DeployConfig) -> Plan:
                 f"max_model_len {cfg.max_model_len} is above {model.id}'s limit of {model.max_context} tokens"
             )
     else:
-        max_len, source = _auto_context(model, kv_tokens) or 0, "auto"
+        max_len, source = _auto_context(model, gpu, mem.blocks) or 0, "auto"
+    # vLLM's figures for requests of the served length (or the shortest standard one, when none fits).
+    full_length = concurrency(model, gpu, mem.blocks, max_len or min(STANDARD_CONTEXTS))
+    kv_tokens = int(full_length * (max_len or min(STANDARD_CONTEXTS)))
+    typical = int(concurrency(model, gpu, mem.blocks, TYPICAL_REQUEST_TOKENS))
 
     where = f"{gpu.name}" + (f" x{count}" if count > 1 else "")
     model_fits = kv_gib > 0 and max_context >= min(STANDARD_CONTEXTS)
     if reason is None and source == "config" and model_fits and max_context < max_len:
         # The model fits; the context asked for (perhaps the default 32768) does not.
         reason = (
-            f"max_model_len {max_len} does not fit {model.id} on {where}: its KV cache holds {kv_tokens} "
-            f"tokens; the largest that fits is {max_context}: use --max-model-len {max_context} (or auto, "
-            "the planner's choice)"
+            f"max_model_len {max_len} does not fit {model.id} on {where}: its KV cache holds "
+            f"{math.floor(full_length * 100) / 100:.2f} requests of that length (vLLM's maximum concurrency); the largest that fits "
+            f"is {max_context}: use --max-model-len {max_context} (or auto, the planner's choice)"
         )
-        bigger = smallest_fitting_gpu(model, cfg.gpu_memory_utilization, cfg.boot, cfg.max_inputs, max_len)
+        bigger = smallest_fitting_gpu(model, cfg.gpu_memory_utilization, cfg.boot, max_len)
         if bigger is not None and count == 1:
             reason += f", or --gpu {bigger.name}"
-    if reason is None and (kv_gib <= 0 or max_len == 0 or kv_tokens < max_len):
+    if reason is None and (kv_gib <= 0 or max_len == 0 or max_context < max_len):
         need = weights + overhead
         if kv_gib <= 0:
             what = (
@@ -163,10 +308,10 @@ def plan(cfg: DeployConfig) -> Plan:
             )
         else:
             what = (
-                f"{model.id} on {where} leaves KV cache for {kv_tokens} tokens, "
+                f"{model.id} on {where} leaves KV cache for one request of at most {max_context} tokens, "
                 f"fewer than max_model_len {max_len or min(STANDARD_CONTEXTS)}"
             )
-        better = smallest_fitting_gpu(model, cfg.gpu_memory_utilization, cfg.boot, cfg.max_inputs)
+        better = smallest_fitting_gpu(model, cfg.gpu_memory_utilization, cfg.boot)
         if better is not None and better.name != gpu.name:
             what += f"; smallest GPU that fits: {better.name} (use --gpu {better.name}"
             several = _fitting_count(model, gpu, cfg) if count == 1 else None
@@ -181,7 +326,7 @@ def plan(cfg: DeployConfig) -> Plan:
         if source == "auto" and max_len < model.max_context:
             notes.append(
                 f"context reduced to {max_len} tokens (of {model.max_context}) so that "
-                f"{max(1, kv_tokens // max_len)} full-length requests fit at once; set max_model_len up to "
+                f"{full_length:.2f} full-length requests fit at once; set max_model_len up to "
                 f"{max_context} to trade concurrency for context"
             )
         if catalog.moe_kernel(gpu) == "marlin":
@@ -189,12 +334,9 @@ def plan(cfg: DeployConfig) -> Plan:
                 f"{gpu.name} (SM {gpu.compute_capability[0]}.{gpu.compute_capability[1]}) has no native MXFP4: "
                 "vLLM runs the experts through Marlin kernels, slower than on Hopper or Blackwell"
             )
-        if (
-            cfg.max_inputs > kv_tokens // max(1, TYPICAL_REQUEST_TOKENS)
-            and kv_tokens >= TYPICAL_REQUEST_TOKENS
-        ):
+        if cfg.max_inputs > typical >= 1:
             notes.append(
-                f"max_inputs {cfg.max_inputs} exceeds the {kv_tokens // TYPICAL_REQUEST_TOKENS} "
+                f"max_inputs {cfg.max_inputs} exceeds the {typical} "
                 f"{TYPICAL_REQUEST_TOKENS}-token requests the KV cache holds; vLLM will queue the rest"
             )
 
@@ -208,17 +350,19 @@ def plan(cfg: DeployConfig) -> Plan:
         weights_gib_per_gpu=round(weights, 2),
         overhead_gib_per_gpu=round(overhead, 2),
         kv_cache_gib_per_gpu=round(max(kv_gib, 0.0), 2),
-        kv_bytes_per_token=per_token,
+        memory_source=_memory_source(mem, gpu),
+        kv_bytes_per_token=mem.slot_bytes,
         kv_tokens=kv_tokens,
         max_context=max_context,
         max_model_len=max_len,
         max_model_len_source=source,
-        full_length_concurrency=kv_tokens // max_len if max_len else 0,
-        typical_concurrency=kv_tokens // TYPICAL_REQUEST_TOKENS,
+        full_length_concurrency=round(full_length, 2) if max_len else 0.0,
+        typical_concurrency=typical,
         max_inputs=cfg.max_inputs,
         moe_kernel=catalog.moe_kernel(gpu),
         attention_backend=catalog.attention_backend(gpu),
         boot=cfg.boot,
+        boot_costs=boot_costs(model, gpu),
         usd_per_hour=round(per_container, 4),
         price_date=catalog.PRICE_DATE,
         min_containers=cfg.min_containers,
