@@ -453,6 +453,7 @@ def serve(
     server = lo.LocalServer(cfg, target=target)
     try:
         try:
+            started = time.monotonic()
             server.start()
             what = f"{cfg.model} on vLLM" if target == "local-gpu" else "the tiny checkpoint on vLLM (CPU)"
             err.print(f"starting {what}; log: {server.log_path}", highlight=False, soft_wrap=True)
@@ -462,6 +463,11 @@ def serve(
             err.print("[bold red]error:[/] ", end="")
             err.print(e.details(), highlight=False, soft_wrap=True, markup=False)
             raise typer.Exit(1) from None
+        if target == "local-gpu":
+            # On a GPU the first burst would wait for kernels compiled on first use (docs/performance.md):
+            # compile them now, before saying ready. The CPU build has no such kernels to compile.
+            err.print(server.warm_up().summary(), highlight=False, soft_wrap=True, markup=False)
+            seconds = time.monotonic() - started
         console.print(f"ready in {seconds:.0f} s; base URL (served model `llm`):", highlight=False)
         console.print(server.base_url, highlight=False, soft_wrap=True)
         console.print("try:", highlight=False)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from . import catalog, client
+from . import catalog, client, container
 from .config import DeployConfig, cache_dir
 from .engine import EngineCommand, Target, build_command
 
@@ -369,6 +369,22 @@ class LocalServer:
                 display.close()
         self.ready_after = time.monotonic() - started
         return self.ready_after
+
+    def warm_up(self, budget: float | None = None) -> container.WarmUp:
+        """The Modal container's warm-up (`container.warm_up`) against this engine: on a GPU it compiles the
+        kernels a first burst of requests would otherwise wait for. Call it after wait_ready()."""
+        if self.proc is None or self.command is None:
+            raise RuntimeError("warm_up() needs a started engine: call start() and wait_ready() first")
+        engine = container.Engine(
+            process=self.proc,
+            url=self.url,
+            max_inputs=self.cfg.max_inputs,
+            max_model_len=self.command.max_model_len,
+            api_key=self.api_key,
+        )
+        return container.warm_up(
+            engine, container.WARM_UP_MAX_S if budget is None else budget, log=lambda _: None
+        )
 
     def _drain(self, timeout: float = 5.0) -> None:
         """Let the reader catch the last output of an exited engine."""
