@@ -56,6 +56,7 @@ RUNS = {
     "eager": Run("eager", "eager", warm_up=False, levels=[(1, 1), (MAX_INPUTS, 1)]),
     "fast": Run("fast", "fast", warm_up=True, levels=[(1, 2), (MAX_INPUTS, 2), (2 * MAX_INPUTS, 1)]),
     "fast-nowarm": Run("fast", "fast-nowarm", warm_up=False),
+    "fast-burst": Run("fast", "fast-burst", warm_up=True),
     "fast-levels": Run("fast", "fast-levels", warm_up=True, levels=[(MAX_INPUTS, 2), (2 * MAX_INPUTS, 1)]),
     # After scripts/gpu/rehearse.py on the same host: the container's own cache paths, now warm.
     "fast-warm-restart": Run("fast", "container", warm_up=True),

@@ -267,13 +267,15 @@ class WarmUp:
         return text
 
 
-def _chat(content: str, max_tokens: int) -> dict[str, Any]:
-    return {
+def _chat(content: str, max_tokens: int, *, greedy: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "model": SERVED_MODEL_NAME,
         "messages": [{"role": "user", "content": content}],
         "max_tokens": max_tokens,
-        "temperature": 0,
     }
+    if greedy:
+        body["temperature"] = 0
+    return body
 
 
 def prefill_ladder(longest: int, shortest: int = 64) -> list[int]:
@@ -341,7 +343,12 @@ def warm_up(
             t = time.monotonic()
             pool = ThreadPoolExecutor(max_workers=burst, thread_name_prefix="warm-up")
             words = max(1, min(burst_prompt_tokens, engine.max_model_len // 4) - 8)
-            bodies = [_chat(f"Request {i + 1}:" + " warm" * words, WARM_UP_MAX_TOKENS) for i in range(burst)]
+            # Greedy and sampled requests alike (every other one at the server's default temperature, as
+            # most clients send): vLLM's sampler takes another path for each, and both should be warm.
+            bodies = [
+                _chat(f"Request {i + 1}:" + " warm" * words, WARM_UP_MAX_TOKENS, greedy=i % 2 == 0)
+                for i in range(burst)
+            ]
             futures = [pool.submit(post, body) for body in bodies]
             done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 1.0)
             for future in done:
