@@ -21,12 +21,13 @@ import argparse
 import json
 import os
 import secrets
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from study_v2 import gpu_mem_mib  # beside this script, so on sys.path when it runs
 
 from gpt_oss_modal import container, engine
 from gpt_oss_modal.config import DeployConfig
@@ -39,15 +40,6 @@ TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
-
-
-def gpu_mem_mib(gpu: int) -> int:
-    out = subprocess.run(
-        ["nvidia-smi", f"--id={gpu}", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-        capture_output=True,
-        text=True,
-    )
-    return int(out.stdout.strip() or -1)
 
 
 def status_of(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> int:
