@@ -311,14 +311,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_in_container(tmp_path: Path, cfg: DeployConfig, script: str, **env: str) -> tuple[Any, list[dict]]:
+def run_in_container(
+    tmp_path: Path, cfg: DeployConfig, script: str, *, vllm: str | None = None, **env: str
+) -> tuple[Any, list[dict]]:
     """Run `script` in a fresh interpreter that has only GPT_OSS_CONFIG_JSON (as the container has) and a
-    stand-in `vllm` on PATH; the process and what the stand-in recorded (its start, then each request)."""
+    stand-in `vllm` on PATH (FAKE_VLLM, or the script `vllm`); the process and what the stand-in recorded
+    (its start, then each request)."""
     expected = engine.build_command(cfg, target="modal")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     fake = bin_dir / "vllm"
-    fake.write_text(FAKE_VLLM.format(python=sys.executable, keys=list(expected.env)))
+    fake.write_text(vllm or FAKE_VLLM.format(python=sys.executable, keys=list(expected.env)))
     fake.chmod(0o755)
     record = tmp_path / "record.jsonl"
     full_env = {
@@ -625,25 +628,7 @@ def test_snapshot_hooks_start_warm_sleep_then_wake(tmp_path: Path, key: str | No
 
 def test_snapshot_start_fails_at_once_when_the_engine_dies(tmp_path: Path) -> None:
     cfg = load_config({"snapshot": True, "port": free_port()}).config
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "vllm"
-    fake.write_text(f"#!{sys.executable}\nimport sys; sys.exit(3)\n")
-    fake.chmod(0o755)
-    env = {
-        **clean_env(),
-        CONFIG_JSON_ENV: cfg.to_json(),
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-    }
-    r = subprocess.run(
-        [sys.executable, "-c", RUN_HOOKS],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    r, _ = run_in_container(tmp_path, cfg, RUN_HOOKS, vllm=f"#!{sys.executable}\nimport sys; sys.exit(3)\n")
     assert r.returncode != 0 and "SNAPSHOT" not in r.stdout
     assert "vLLM exited with code 3 before it was ready" in r.stderr
 

@@ -33,6 +33,25 @@ def startup_timeout() -> float:
     return STARTUP_TIMEOUT
 
 
+def start_or_fail(srv, timeout: float, what: str) -> None:
+    """Start a LocalServer and wait for /health; if it does not come up, stop it and fail the test with its
+    log, so a broken engine reads as one clear failure and leaves no process behind."""
+    from gpt_oss_modal import local as lo
+
+    srv.start()
+    try:
+        srv.wait_ready(timeout)
+    except lo.LocalServerError as e:
+        srv.stop()
+        pytest.fail(f"{what} did not start:\n{e.details()}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def engine_starter():
+    """`start_or_fail`, for the modules that start an engine of their own."""
+    return start_or_fail
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     _skip_without_engine()
@@ -46,12 +65,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         checkpoint=lo.tiny_checkpoint(scripted=True),
         log_path=log,
     )
-    srv.start()
-    try:
-        srv.wait_ready(STARTUP_TIMEOUT)
-    except lo.LocalServerError as e:
-        srv.stop()
-        pytest.fail(f"the local engine did not start:\n{e.details()}", pytrace=False)
+    start_or_fail(srv, STARTUP_TIMEOUT, "the local engine")
     print(f"\nlocal engine ready in {srv.ready_after:.1f} s at {srv.base_url} (log: {log})")
     pgid = srv.pgid
     assert pgid is not None and lo.group_processes(pgid), "the engine's process group should be alive"

@@ -317,7 +317,9 @@ STORE_KEY = "clients-e2e-key"
 
 
 @pytest.fixture(scope="module")
-def store_server(tmp_path_factory: pytest.TempPathFactory, startup_timeout: float) -> Iterator:
+def store_server(
+    tmp_path_factory: pytest.TempPathFactory, startup_timeout: float, engine_starter
+) -> Iterator:
     from gpt_oss_modal import local as lo
     from gpt_oss_modal.config import DeployConfig
 
@@ -329,12 +331,7 @@ def store_server(tmp_path_factory: pytest.TempPathFactory, startup_timeout: floa
         checkpoint=lo.tiny_checkpoint(scripted=True),
         log_path=tmp_path_factory.mktemp("store-engine") / "engine.log",
     )
-    srv.start()
-    try:
-        srv.wait_ready(startup_timeout)
-    except lo.LocalServerError as e:
-        srv.stop()
-        pytest.fail(f"the local engine with the Responses store did not start:\n{e.details()}", pytrace=False)
+    engine_starter(srv, startup_timeout, "the local engine with the Responses store")
     try:
         yield srv
     finally:

@@ -42,7 +42,9 @@ SPELLINGS = [
 
 
 @pytest.fixture(scope="module", params=[None, KEY], ids=["no-user-key", "user-key"])
-def dev_engine(request, startup_timeout: float, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+def dev_engine(
+    request, startup_timeout: float, tmp_path_factory: pytest.TempPathFactory, engine_starter
+) -> Iterator:
     """A dev-mode engine behind the middleware, and the container's handle on it (which holds the secret)."""
     from gpt_oss_modal import local as lo
 
@@ -63,12 +65,7 @@ def dev_engine(request, startup_timeout: float, tmp_path_factory: pytest.TempPat
         log_path=tmp_path_factory.mktemp("dev-engine") / "engine.log",
         extra_env={"VLLM_SERVER_DEV_MODE": "1", auth.DEV_SECRET_ENV: secret},
     )
-    srv.start()
-    try:
-        srv.wait_ready(startup_timeout)
-    except lo.LocalServerError as e:
-        srv.stop()
-        pytest.fail(f"the dev-mode engine did not start:\n{e.details()}", pytrace=False)
+    engine_starter(srv, startup_timeout, "the dev-mode engine")
     assert srv.command is not None and auth.MIDDLEWARE in srv.command.argv
     engine = container.Engine(
         process=srv.proc,
