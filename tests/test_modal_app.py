@@ -381,6 +381,11 @@ def test_container_serve_starts_the_built_command_and_returns_once_warm(tmp_path
     assert len(chats) == len(ladder) + cfg.max_inputs and set(paths) == {"/health", "/v1/chat/completions"}
     # The ladder first, one prompt at a time: 64, 128, ... 8,192 tokens (the prefix word, then n words).
     assert [len(c["messages"][0]["content"].split()) - 2 for c in chats[: len(ladder)]] == ladder
+    # Then the burst, all at once: prompts and replies of many lengths, as a real burst's.
+    burst = sorted(chats[len(ladder) :], key=lambda c: int(c["messages"][0]["content"].split()[1][2:-1]))
+    assert [(len(c["messages"][0]["content"].split()) - 2, c["max_tokens"]) for c in burst] == (
+        container.burst_shapes(cfg.max_inputs, container.WARM_UP_BURST_PROMPT_TOKENS, 64)
+    )
     assert {e["auth"] for e in requests} == {"Bearer from-the-secret"}
     assert (
         f"warm-up: prefills of {sum(n + 2 for n in ladder):,} tokens" in r.stderr
@@ -543,6 +548,20 @@ def test_snapshot_with_several_gpus_is_one_line_and_exit_2(tmp_path: Path) -> No
     )  # fmt: skip
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().count("\n") == 0 and "snapshot" in r.stderr and "one GPU" in r.stderr
+
+
+@pytest.mark.parametrize("requests", [1, 2, 7, 50, 256])
+def test_a_warm_up_burst_spreads_prompts_and_replies(requests: int) -> None:
+    shapes = container.burst_shapes(requests, 1024, 64)
+    words, replies = [w for w, _ in shapes], [r for _, r in shapes]
+    assert len(shapes) == requests and max(words) == 1536 and max(replies) == 64
+    # Longer prompts get shorter replies: requests leave prefill and finish decoding at different steps.
+    assert words == sorted(words) and replies == sorted(replies, reverse=True)
+    if requests > 1:
+        assert min(words) == 512 and min(replies) == container.WARM_UP_MAX_TOKENS
+    if requests >= 50:  # many distinct lengths: partial prefill chunks of many sizes
+        assert len(set(words)) == requests
+        assert len(set(replies)) == min(requests, 64 - container.WARM_UP_MAX_TOKENS + 1)
 
 
 @pytest.mark.parametrize("snapshot", [False, True])

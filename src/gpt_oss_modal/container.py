@@ -236,14 +236,35 @@ def call(
 WARM_UP_PREFILL_TOKENS = 8192
 # The burst's prompts are long too: max_inputs of them fill whole chunked-prefill batches (thousands of
 # tokens in one step), the batch shapes a real first burst meets and whose MoE kernels Triton compiles on
-# first use. Each starts differently, so prefix caching cannot skip the work.
+# first use. Their lengths (half to 1.5x this) and replies (WARM_UP_MAX_TOKENS to WARM_UP_BURST_MAX_TOKENS)
+# are spread and crossed, so requests leave prefill and finish decoding at different steps: the steps mix
+# every number of decodes with prefill chunks of many sizes, as a real burst's do. Each prompt starts
+# differently, so prefix caching cannot skip the work.
 WARM_UP_BURST_PROMPT_TOKENS = 1024
-WARM_UP_MAX_TOKENS = 8  # short replies: enough decode steps for every decode batch size to run
+WARM_UP_MAX_TOKENS = 8  # the ladder's replies, and the burst's shortest
+WARM_UP_BURST_MAX_TOKENS = 64  # the burst's longest reply: a few hundred ms of decode at most
+
+
+def burst_shapes(requests: int, prompt_tokens: int, max_tokens: int) -> list[tuple[int, int]]:
+    """(prompt words, reply tokens) for each of a warm-up burst's `requests`: prompts spread evenly from
+    a third to all of 1.5 x `prompt_tokens`, replies from WARM_UP_MAX_TOKENS up to `max_tokens`, the
+    longest prompt with the shortest reply (a lone request gets the longest of both)."""
+    top = max(1, prompt_tokens * 3 // 2)
+    longest = max(WARM_UP_MAX_TOKENS, max_tokens)
+    if requests == 1:
+        return [(top, longest)]
+    shapes = []
+    for i in range(requests):
+        f = i / (requests - 1)
+        words = max(1, round(top / 3 + f * (top - top / 3)))
+        reply = round(longest - f * (longest - WARM_UP_MAX_TOKENS))
+        shapes.append((words, reply))
+    return shapes
 
 
 @dataclass(frozen=True)
 class WarmUp:
-    """What the warm-up did: a ladder of prefills, then `burst` concurrent ~1k-token requests."""
+    """What the warm-up did: a ladder of prefills, then `rounds` bursts of `burst` concurrent requests."""
 
     seconds: float
     prefill_tokens: int  # prompt tokens of the ladder, as the server counted them (0: it failed)
@@ -253,12 +274,17 @@ class WarmUp:
     burst_seconds: float
     finished: bool  # False: the budget ran out first and the rest was abandoned
     errors: tuple[str, ...] = ()
+    rounds: int = 1
 
     def summary(self) -> str:
+        bursts = (
+            f"{self.burst_ok}/{self.burst} concurrent requests"
+            if self.rounds == 1
+            else f"{self.burst_ok}/{self.burst * self.rounds} requests in {self.rounds} bursts of {self.burst}"
+        )
         text = (
             f"warm-up: prefills of {self.prefill_tokens:,} tokens in {self.prefill_seconds:.1f} s, "
-            f"{self.burst_ok}/{self.burst} concurrent requests in {self.burst_seconds:.1f} s, "
-            f"{self.seconds:.1f} s in all"
+            f"{bursts} in {self.burst_seconds:.1f} s, {self.seconds:.1f} s in all"
         )
         if not self.finished:
             text += " (budget spent: the rest was abandoned)"
@@ -295,11 +321,13 @@ def warm_up(
     prefill_tokens: int = WARM_UP_PREFILL_TOKENS,
     burst: int | None = None,
     burst_prompt_tokens: int = WARM_UP_BURST_PROMPT_TOKENS,
+    burst_max_tokens: int = WARM_UP_BURST_MAX_TOKENS,
+    rounds: int = 1,
     log: Log = log,
 ) -> WarmUp:
     """Run what the first real burst would compile: prefills of 64, 128, ... up to `prefill_tokens` tokens
-    one after another, then `burst` (default max_inputs) concurrent requests with ~1k-token prompts and
-    short replies, within `budget` seconds in all.
+    one after another, then `rounds` bursts of `burst` (default max_inputs) concurrent requests with prompts
+    around `burst_prompt_tokens` and short replies (`burst_shapes`), within `budget` seconds in all.
 
     Bounded: every request's timeout is what is left of the budget; when it runs out the rest is abandoned
     (closing the connections makes vLLM abort those requests) and start-up goes on. Failures are logged and
@@ -339,15 +367,21 @@ def warm_up(
                 break
         prefill_seconds = time.monotonic() - t
 
-        if finished and burst:
-            t = time.monotonic()
-            pool = ThreadPoolExecutor(max_workers=burst, thread_name_prefix="warm-up")
-            words = max(1, min(burst_prompt_tokens, engine.max_model_len // 4) - 8)
+        # Prompts and replies within the context: a quarter of it at most each.
+        quarter = max(1, engine.max_model_len // 4)
+        shapes = burst_shapes(
+            burst, min(burst_prompt_tokens, quarter * 2 // 3), min(burst_max_tokens, quarter)
+        )
+        t = time.monotonic()
+        pool = ThreadPoolExecutor(max_workers=max(burst, 1), thread_name_prefix="warm-up")
+        for r in range(rounds if burst else 0):
+            if not finished:
+                break
             # Greedy and sampled requests alike (every other one at the server's default temperature, as
             # most clients send): vLLM's sampler takes another path for each, and both should be warm.
             bodies = [
-                _chat(f"Request {i + 1}:" + " warm" * words, WARM_UP_MAX_TOKENS, greedy=i % 2 == 0)
-                for i in range(burst)
+                _chat(f"Request {r + 1}.{i + 1}:" + " warm" * words, reply, greedy=i % 2 == 0)
+                for i, (words, reply) in enumerate(shapes)
             ]
             futures = [pool.submit(post, body) for body in bodies]
             done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 1.0)
@@ -359,8 +393,8 @@ def warm_up(
                     errors.append(f"burst: {type(error).__name__}: {error}")
                     finished &= not isinstance(error, (TimeoutError, httpx.TimeoutException))
             finished &= not pending
-            pool.shutdown(wait=False, cancel_futures=True)
-            burst_seconds = time.monotonic() - t
+        pool.shutdown(wait=False, cancel_futures=True)
+        burst_seconds = time.monotonic() - t
     # Leaving the `with` closed every connection: requests still in flight are aborted by vLLM.
     _alive(engine)
     result = WarmUp(
@@ -372,6 +406,7 @@ def warm_up(
         burst_seconds=burst_seconds,
         finished=finished,
         errors=tuple(errors),
+        rounds=rounds,
     )
     log(result.summary())
     return result
