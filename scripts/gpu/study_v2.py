@@ -13,7 +13,9 @@ start-up to /health, runs the product's warm-up when the run asks for it, then m
   (steady state) -- p50/p90/p99 TTFT of both;
 * fixed-duration levels (`gpt-oss-modal bench --duration`): random 1,024 in / 512 out, ignore-eos, at the
   concurrency levels of the run, some repeated (the spread is reported);
-* vLLM's own memory figures from its log (weights, KV cache GiB and tokens, CUDA-graph pool).
+* vLLM's own memory figures from its log (weights, KV cache GiB and tokens, CUDA-graph pool);
+* the kernels compiled after vLLM's own warm-up (its JIT monitor, verbose), counted per phase: during our
+  warm-up, the first burst, the second burst, the levels.
 
 Everything lands in OUT/<run>/ (server.log, bench JSON, result.json). A server is always stopped (process
 group) before the script returns, also when the deadline (--deadline seconds from the start) comes first:
@@ -26,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -41,15 +44,25 @@ H100_TOTAL_MIB = 81559  # what the CUDA driver reports for an H100 80GB
 H200_TOTAL_MIB = 143771  # ... and for the lent H200
 
 
+LEVEL_S = 60  # long enough for a stable high-concurrency figure; each repeated (the spread is reported)
+# vLLM logs every Triton/CuTeDSL kernel compiled after its own warm-up: what our warm-up and bursts compile.
+STUDY_ARGS = ["--load-format", "dummy", "--jit-monitor-verbose"]
+# Levels of the long runs: max_inputs three times, then 2 x max_inputs, then one client (shorter: stable).
+LONG_LEVELS = [(MAX_INPUTS, 3, LEVEL_S), (2 * MAX_INPUTS, 1, LEVEL_S), (1, 1, 30)]
+
+
 @dataclass
 class Run:
     boot: str
     cache: str
     warm_up: bool
-    levels: list[tuple[int, int]] = field(default_factory=list)  # (concurrency, repeats)
+    levels: list[tuple] = field(default_factory=list)  # (concurrency, repeats[, seconds])
     model: str = "20b"
     util: float = 0.9
     bursts: bool = True
+    extra: tuple[str, ...] = ()  # more vLLM flags
+    warm: dict = field(default_factory=dict)  # container.warm_up keyword arguments
+    seed_from: str | None = None  # start from a copy of this run's caches (warm: flags that add no kernels)
 
 
 RUNS = {
@@ -62,6 +75,28 @@ RUNS = {
     "fast-warm-restart": Run("fast", "container", warm_up=True),
     "compiled": Run(
         "compiled", "compiled", warm_up=True, levels=[(1, 2), (MAX_INPUTS, 2), (2 * MAX_INPUTS, 1)]
+    ),
+    # Session 4: the warm-up's burst spread (burst_shapes), long levels, the flags that cost no start-up.
+    "fast-v3": Run("fast", "fast-v3", warm_up=True, levels=LONG_LEVELS),
+    "compiled-v3": Run("compiled", "compiled-v3", warm_up=True, levels=LONG_LEVELS),
+    # The same command on the caches fast-v3 left: what a Modal container's second start sees.
+    "fast-v3-restart": Run("fast", "fast-v3", warm_up=True, levels=[(MAX_INPUTS, 2, LEVEL_S)]),
+    "fast-2rounds": Run("fast", "fast-2rounds", warm_up=True, warm={"rounds": 2}, levels=[(MAX_INPUTS, 2)]),
+    "fast-fp8": Run(
+        "fast",
+        "fast-fp8",
+        warm_up=True,
+        extra=("--kv-cache-dtype", "fp8"),
+        seed_from="fast-v3",
+        levels=[(MAX_INPUTS, 2), (1, 1, 30)],
+    ),
+    "fast-si20": Run(
+        "fast",
+        "fast-si20",
+        warm_up=True,
+        extra=("--stream-interval", "20"),
+        seed_from="fast-v3",
+        levels=[(MAX_INPUTS, 2)],
     ),
     "120b": Run("fast", "120b", warm_up=False, model="120b", bursts=False),
     # vLLM's budget equal to an 80 GB card's at 0.9: does 120b on one H100 hold what `plan` says?
@@ -89,8 +124,24 @@ LOG_FIGURES = {
     "non_torch_gib": r"non-torch (?:memory|forward)[^\d]*([\d.]+) GiB",
 }
 KEEP = re.compile(
-    r"KV cache|Model loading|Graph captur|init engine|torch\.compile|memory|CUDA graph|cudagraph|ERROR", re.I
+    r"KV cache|Model loading|Graph captur|init engine|torch\.compile|memory|CUDA graph|cudagraph|ERROR"
+    r"|during inference|JIT monitor|backend",
+    re.I,
 )
+JIT_EVENT = re.compile(
+    r"(\w+) (?:kernel JIT compilation|JIT compilation|autotuning\S*) during inference: (\S+)"
+)
+
+
+def jit_events(text: str) -> dict[str, int]:
+    """Kernels vLLM's JIT monitor saw compiled (or autotuned) in a stretch of its log: name -> times."""
+    counts: dict[str, int] = {}
+    for backend, name in JIT_EVENT.findall(text):
+        key = f"{backend} {name.rstrip('.')}"
+        counts[key] = counts.get(key, 0) + 1
+    for name in re.findall(r"Triton autotuning for function (\w+)", text):
+        counts[f"autotune {name}"] = counts.get(f"autotune {name}", 0) + 1
+    return counts
 
 
 def gpu_mem_mib(gpu: int) -> int:
@@ -154,15 +205,20 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
         max_model_len=CONTEXT,
         gpu_memory_utilization=spec.util,
         port=port,
-        extra_vllm_args=["--load-format", "dummy"],
+        extra_vllm_args=[*STUDY_ARGS, *spec.extra],
     )
     command = engine.build_command(cfg, target="local-gpu", model_path=model_dir)
     env = {**os.environ, **command.env, "CUDA_VISIBLE_DEVICES": str(gpu)}
+    seeded = None
     if spec.cache == "container":
         env |= engine.COMPILE_CACHE_ENV
         cache = Path(engine.COMPILE_CACHE_ENV["VLLM_CACHE_ROOT"])
     else:
         cache = Path("/root/vc") / spec.cache
+        seed = Path("/root/vc") / spec.seed_from if spec.seed_from else None
+        if seed and seed.exists() and not cache.exists():
+            shutil.copytree(seed, cache, symlinks=True)
+            seeded = str(seed)
         env |= {
             "VLLM_CACHE_ROOT": str(cache),
             "TRITON_CACHE_DIR": str(cache / "triton"),
@@ -170,22 +226,31 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
         }
     result: dict = {"run": name, "boot": spec.boot, "model": spec.model, "util": spec.util, "gpu_index": gpu}
     result["cache_was_warm"] = cache.exists()
+    result["cache_seeded_from"] = seeded
     result["argv"] = command.argv
     print(f"=== {time.strftime('%T')} {name}: {command.shell()}", flush=True)
     t0 = time.monotonic()
+    log_path = d / "server.log"
+    marks: list[tuple[str, int]] = []  # (phase that starts here, byte offset of server.log)
+
+    def mark(phase: str) -> None:
+        marks.append((phase, log_path.stat().st_size if log_path.exists() else 0))
+
     # The container's own launcher, with vLLM's log sent to a file.
     launcher = ["bash", "-c", 'exec "$@" >"$0" 2>&1', str(d / "server.log"), *command.argv]
     eng = container.start_engine(cfg, command, base_env=env, argv=launcher)
     try:
         result["startup_s"] = round(container.wait_ready(eng, max(30.0, deadline - time.monotonic() - 20)), 1)
+        mark("warm_up")
         if spec.warm_up:
-            w = container.warm_up(eng, container.WARM_UP_MAX_S)
+            w = container.warm_up(eng, container.WARM_UP_MAX_S, **spec.warm)
             result["warm_up_s"] = round(w.seconds, 1)
             result["warm_up"] = w.summary()
         result["ready_s"] = round(time.monotonic() - t0, 1)
         if spec.bursts:
             # The same shape twice, other prompts the second time (prefix caching must not make it cheaper).
             for seed, label in enumerate(("first_burst", "second_burst")):
+                mark(label)
                 lv = bench(
                     port,
                     d / f"{label}.json",
@@ -200,13 +265,14 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
                         k: lv.get(k) for k in ("median_ttft_ms", "p90_ttft_ms", "p99_ttft_ms", "errors")
                     }
                     print(f"  {label}: {result[label]}", flush=True)
-        dur = float(os.environ.get("LEVEL_S", "40"))
         result["levels"] = []
-        for c, repeats in spec.levels:
+        for c, repeats, *seconds in spec.levels:
+            dur = float(seconds[0] if seconds else LEVEL_S)
             for r in range(repeats):
                 if time.monotonic() + dur + 25 > deadline:
                     print(f"  skipped c={c} (deadline)", flush=True)
                     continue
+                mark(f"c{c}#{r}")
                 lv = bench(
                     port, d / f"c{c}_{r}.json", concurrency=c, duration=dur, input_len=1024, output_len=512
                 )
@@ -218,8 +284,14 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
         result["error"] = f"{type(e).__name__}: {e}"
         print(f"  error: {result['error']}", flush=True)
     finally:
+        mark("end")
         container.stop(eng)
-    text = (d / "server.log").read_text(errors="replace").replace("\r", "\n")
+    raw = log_path.read_bytes()
+    result["jit_after_vllm_warm_up"] = {
+        phase: jit_events(raw[start:end].decode(errors="replace"))
+        for (phase, start), (_, end) in zip(marks, marks[1:], strict=False)
+    }
+    text = raw.decode(errors="replace").replace("\r", "\n")
     for key, pattern in LOG_FIGURES.items():
         found = re.findall(pattern, text)
         if found:
