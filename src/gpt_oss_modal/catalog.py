@@ -84,6 +84,7 @@ class Model:
     # The Hugging Face commit the engine loads (`--revision`), so that a deploy next month serves the same
     # weights, tokenizer and chat template as today. Sources are noted where each model is defined.
     revision: str = "main"
+    experts_per_token: int = 4  # num_experts_per_tok of both gpt-oss sizes
 
     @property
     def full_attention_layers(self) -> int:

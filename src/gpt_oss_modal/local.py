@@ -371,8 +371,9 @@ class LocalServer:
         return self.ready_after
 
     def warm_up(self, budget: float | None = None) -> container.WarmUp:
-        """The Modal container's warm-up (`container.warm_up`) against this engine: on a GPU it compiles the
-        kernels a first burst of requests would otherwise wait for. Call it after wait_ready()."""
+        """The Modal container's warm-up (`container.precompile_kernels`, then `container.warm_up`) against
+        this engine: on a GPU it compiles the kernels a first burst of requests would otherwise wait for. Call
+        it after wait_ready()."""
         if self.proc is None or self.command is None:
             raise RuntimeError("warm_up() needs a started engine: call start() and wait_ready() first")
         engine = container.Engine(
@@ -381,6 +382,10 @@ class LocalServer:
             max_inputs=self.cfg.max_inputs,
             max_model_len=self.command.max_model_len,
             api_key=self.api_key,
+        )
+        # On Hopper, the MoE routing kernels first (gpt_oss_modal.precompile), into the engine's Triton cache.
+        container.precompile_kernels(
+            self.cfg, self.command, container.PRECOMPILE_MAX_S, base_env={**os.environ, **self._extra_env}
         )
         return container.warm_up(
             engine, container.WARM_UP_MAX_S if budget is None else budget, log=lambda _: None

@@ -16,7 +16,7 @@ import os
 import sys
 
 import modal
-from gpt_oss_modal import container, engine, modal_ops, precheck
+from gpt_oss_modal import container, engine, modal_ops, precheck, precompile
 from gpt_oss_modal.config import CONFIG_JSON_ENV, ConfigError, load_config
 from gpt_oss_modal.image import build_image, image_spec
 
@@ -137,10 +137,13 @@ web_server = {
 # ### Ready means warmed up
 #
 # The steps of a start-up are plain functions in `gpt_oss_modal.container` (they run the same outside
-# Modal): start vLLM, wait for /health, warm up. The warm-up sends a ladder of prompts (64 to 8,192
-# tokens, one at a time) and one burst of `max_inputs` concurrent ~1k-token ones with short replies, so the
-# kernels the first real burst would compile on first use are compiled before any user waits on them; it is
-# bounded and logs what it did.
+# Modal): start vLLM, wait for /health, precompile, warm up. On Hopper GPUs the MoE routing kernels are
+# compiled per 32-token step size, ~0.5 s each inside a step every request in it waits for; the first
+# container compiles them all into the cache volume (`gpt_oss_modal.precompile`, ~1.5 min), later ones find
+# them there. The warm-up then sends a ladder of prompts (64 to 8,192 tokens, one at a time) and one burst of
+# `max_inputs` concurrent ~1k-token ones with replies of many lengths, so the kernels the first real burst
+# would compile on first use are compiled before any user waits on them. Each step is bounded and logs
+# what it did.
 #
 # Traffic must not arrive before that, and an open port does not mean ready: vLLM binds its port before
 # it loads the engine (it accepts connections once the engine is up), and even then the first burst would
@@ -154,13 +157,18 @@ web_server = {
 # Every step gets a share of the startup timeout (`container.startup_budget`), strictly inside it, so a
 # step that hangs fails with a message of ours before Modal kills the container.
 
-budget = container.startup_budget(cfg.effective_startup_timeout(), snapshot=cfg.snapshot)
+budget = container.startup_budget(
+    cfg.effective_startup_timeout(),
+    snapshot=cfg.snapshot,
+    precompile=precompile.routing_for(cfg) is not None,
+)
 
 
 def start_warm() -> container.Engine:
     """Start vLLM and return once it is healthy and warmed up."""
     running = container.start_engine(cfg, command)
     container.wait_ready(running, budget.ready)
+    container.precompile_kernels(cfg, command, budget.precompile)
     container.warm_up(running, budget.warm_up)
     return running
 
