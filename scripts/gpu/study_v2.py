@@ -63,6 +63,7 @@ class Run:
     extra: tuple[str, ...] = ()  # more vLLM flags
     warm: dict = field(default_factory=dict)  # container.warm_up keyword arguments
     seed_from: str | None = None  # start from a copy of this run's caches (warm: flags that add no kernels)
+    precompile: int = 0  # workers of gpt_oss_modal.precompile, run after /health and before the warm-up
 
 
 RUNS = {
@@ -98,6 +99,15 @@ RUNS = {
         seed_from="fast-v3",
         levels=[(MAX_INPUTS, 2)],
     ),
+    # Session 4b: the first-burst stall is the MoE routing kernels compiled per 32-token bucket (JIT monitor).
+    "fast-marlin": Run(
+        "fast",
+        "fast-marlin",
+        warm_up=True,
+        extra=("--moe-backend", "marlin"),
+        levels=[(MAX_INPUTS, 2), (1, 1, 30)],
+    ),
+    "fast-precompiled": Run("fast", "fast-precompiled", warm_up=True, precompile=8, levels=[(MAX_INPUTS, 2)]),
     "120b": Run("fast", "120b", warm_up=False, model="120b", bursts=False),
     # vLLM's budget equal to an 80 GB card's at 0.9: does 120b on one H100 hold what `plan` says?
     "120b-as-h100": Run(
@@ -241,6 +251,28 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
     eng = container.start_engine(cfg, command, base_env=env, argv=launcher)
     try:
         result["startup_s"] = round(container.wait_ready(eng, max(30.0, deadline - time.monotonic() - 20)), 1)
+        if spec.precompile:
+            mark("precompile")
+            t = time.monotonic()
+            pre = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "gpt_oss_modal.precompile",
+                    "--experts",
+                    "128" if spec.model == "120b" else "32",
+                ]
+                + ["--top-k", "4", "--max-tokens", "8192", "--workers", str(spec.precompile)],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            result["precompile_s"] = round(time.monotonic() - t, 1)
+            result["precompile"] = (pre.stdout + pre.stderr)[-1500:]
+            print(
+                f"  precompile ({pre.returncode}) {result['precompile_s']} s: {pre.stdout.strip()}",
+                flush=True,
+            )
         mark("warm_up")
         if spec.warm_up:
             w = container.warm_up(eng, container.WARM_UP_MAX_S, **spec.warm)
