@@ -305,7 +305,11 @@ def plan(
 
 def boot_cost(cost: Any) -> str:
     """A boot mode's start-up and decode speed in one line, and whether it was measured."""
-    parts = [f"{cost.startup_s:.0f} s to /health"]
+    cold = f"{cost.startup_s:.0f}" + (f"-{cost.startup_max_s:.0f}" if cost.startup_max_s else "")
+    parts = [
+        f"{cold} s to /health"
+        + (f" ({cost.warm_startup_s:.0f} s on warm caches)" if cost.warm_startup_s else "")
+    ]
     if cost.single_stream_tok_s is not None:
         parts.append(f"{cost.single_stream_tok_s:,.0f} tok/s single stream ({cost.tpot_ms} ms/token)")
     if cost.max_inputs_tok_s:

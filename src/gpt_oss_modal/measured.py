@@ -4,6 +4,8 @@ Source: scripts/gpu/results_v2/<run>/result.json, written by
 
     PYTHONPATH=src python3 scripts/gpu/study_v2.py --gpu 0 --out /root/res eager fast 120b
     PYTHONPATH=src python3 scripts/gpu/study_v2.py --gpu 1 --out /root/res fast-nowarm compiled fast-levels 120b-as-h100
+    bash scripts/gpu/pair.sh 490 "study fast-v3" "study compiled-v3"        # session 4, then on the same host:
+    bash scripts/gpu/pair.sh 565 "study fast-v3-restart fast-fp8" "study fast-2rounds fast-si20"
 
 on the lent H200 (driver total 143,771 MiB), vLLM 0.26.0, `--load-format dummy` with the models' published
 config.json, max_model_len 32768, max_num_seqs 50, each mode with its own cold vLLM/Triton/Inductor caches.
@@ -84,13 +86,30 @@ BOOT_FIGURES = {
     f.boot: f
     for f in (
         BootFigures("eager", (116.2,), (18.9,), 52.9, (727.0,), ("eager",)),
-        # 127.2 / 128.2 s: fast-nowarm and fast-levels, on the second GPU of the host.
+        # Start-up: every cold fast start of the sessions, on both GPUs of the host (fast-2rounds and
+        # fast-precompiled differ after /health only). At 50 streams: session 4's three 60-s levels, one
+        # after another on one server (the first pays for the kernels compiled during it).
         BootFigures(
-            "fast", (121.1, 127.2, 128.2), (308.0, 308.0), 3.09, (5465.0, 6854.0), ("fast", "fast-levels")
+            "fast",
+            (121.1, 127.2, 128.2, 107.1, 97.1, 123.2),
+            (308.0, 308.0, 309.5),
+            3.09,
+            (5358.0, 7754.0, 8033.0),
+            ("fast", "fast-nowarm", "fast-levels", "fast-v3", "fast-2rounds", "fast-precompiled"),
         ),
-        BootFigures("compiled", (145.2,), (323.5, 315.8), 3.03, (6314.0, 8983.0), ("compiled",)),
+        BootFigures(
+            "compiled",
+            (145.2, 136.2),
+            (323.5, 315.8, 328.8),
+            3.03,
+            (7909.0, 8753.0, 8780.0),
+            ("compiled", "compiled-v3"),
+        ),
     )
 }
+# A warm restart of `fast`: the same command on the caches its first start left (fast-v3-restart; fast-si20,
+# whose flag adds no kernel, on a copy of them) -- what a Modal container after the first one sees.
+FAST_WARM_STARTUP_S = (54.1, 55.1)
 BOOT_FIGURES_MODEL = "openai/gpt-oss-20b"
 # gpt-oss-120b (boot fast) was timed to /health only: runs 120b and 120b-as-h100.
 STARTUP_120B_FAST_S = (135.2, 133.2)

@@ -46,12 +46,16 @@ class BootCost:
     """What a boot mode costs (start-up) and buys (decode) on the planned GPU; None where not known."""
 
     boot: str
-    startup_s: float | None  # process start to /health, cold caches
+    startup_s: float | None  # process start to /health, cold caches: the fastest run
     single_stream_tok_s: float | None  # output tokens/s at concurrency 1
     tpot_ms: float | None
     max_inputs_tok_s: tuple[float, ...]  # output tokens/s at concurrency 50, each run
     label: str  # "measured on H200" or "estimate"
     source: str  # where the figures come from, or how they were derived
+    startup_max_s: float | None = None  # the slowest cold run, where there were several
+    warm_startup_s: float | None = (
+        None  # with the caches of an earlier start (a Modal container after the first)
+    )
 
 
 @dataclass(frozen=True)
@@ -188,13 +192,15 @@ def boot_costs(model: catalog.Model, gpu: catalog.GPU) -> list[BootCost]:
     h200 = catalog.GPUS[measured.GPU]
     costs = []
     for boot, f in measured.BOOT_FIGURES.items():
-        startup = min(f.startup_s)
+        startup, slowest = min(f.startup_s), max(f.startup_s)
+        warm = min(measured.FAST_WARM_STARTUP_S) if boot == "fast" else None
         # The mean of the repeated single-stream runs (they agree within 3%); at max_inputs, the spread.
         single, tpot, at_max = statistics.fmean(f.single_stream_tok_s), f.tpot_ms, f.max_inputs_tok_s
         source = f"{MEASURED}: {measured.SOURCE}"
         if model.id != measured.BOOT_FIGURES_MODEL:  # 120b: only boot fast's start-up was timed
             fast = measured.BOOT_FIGURES["fast"]
             startup = min(measured.STARTUP_120B_FAST_S) + startup - min(fast.startup_s)
+            slowest, warm = startup, None
             single = tpot = None
             at_max = ()
             if boot == "fast" and gpu.name == measured.GPU:
@@ -229,6 +235,8 @@ def boot_costs(model: catalog.Model, gpu: catalog.GPU) -> list[BootCost]:
                 tuple(round(t) for t in at_max),
                 "estimate" if source.startswith("estimate") else MEASURED,
                 source,
+                round(slowest, 1) if slowest > startup else None,
+                warm,
             )
         )
     return costs
