@@ -9,6 +9,7 @@ import pytest
 
 from gpt_oss_modal import container, engine, precompile
 from gpt_oss_modal.config import DeployConfig
+from gpt_oss_modal.planner import plan
 
 
 @pytest.mark.parametrize(
@@ -110,3 +111,10 @@ def test_the_precompile_share_comes_out_of_the_time_to_health(snapshot: bool) ->
         container.startup_budget(3600, snapshot=snapshot, precompile=True).precompile
         == container.PRECOMPILE_MAX_S
     )
+
+
+def test_plan_says_when_the_first_container_precompiles() -> None:
+    h100 = plan(DeployConfig(model="20b", gpu="H100"))
+    assert any("precompiles 513 MoE routing kernel variants" in n for n in h100.notes), h100.notes
+    a10g = plan(DeployConfig(model="20b", gpu="A10G"))
+    assert not any("precompiles" in n for n in a10g.notes)

@@ -27,7 +27,7 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
-from . import catalog, measured
+from . import catalog, measured, precompile
 from .catalog import GiB
 from .config import ConfigError, DeployConfig
 
@@ -343,6 +343,13 @@ def plan(cfg: DeployConfig) -> Plan:
             notes.append(
                 f"{gpu.name} (SM {gpu.compute_capability[0]}.{gpu.compute_capability[1]}) has no native MXFP4: "
                 "vLLM runs the experts through Marlin kernels, slower than on Hopper or Blackwell"
+            )
+        routing = precompile.routing_for(cfg)
+        if routing is not None:
+            notes.append(
+                f"the first container on a fresh cache volume precompiles {len(precompile.token_counts(routing.max_tokens))} "
+                "MoE routing kernel variants after /health (~1.5 min on 16 cores, bounded) so that no request "
+                "waits on a compile; later containers find them on the volume"
             )
         if cfg.max_inputs > typical >= 1:
             notes.append(
