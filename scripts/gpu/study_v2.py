@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt_oss_modal import container, engine
+from gpt_oss_modal import container, engine, precompile
 from gpt_oss_modal.config import DeployConfig
 
 MAX_INPUTS = 50  # the default of the original gpt_oss_inference.py
@@ -254,15 +254,10 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
         if spec.precompile:
             mark("precompile")
             t = time.monotonic()
+            # The product's own shapes for this deployment (experts, top-k, max_num_batched_tokens).
+            args = [*precompile.routing_for(cfg).args(), "--workers", str(spec.precompile)]
             pre = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "gpt_oss_modal.precompile",
-                    "--experts",
-                    "128" if spec.model == "120b" else "32",
-                ]
-                + ["--top-k", "4", "--max-tokens", "8192", "--workers", str(spec.precompile)],
+                [sys.executable, "-m", "gpt_oss_modal.precompile", *args],
                 env=env,
                 capture_output=True,
                 text=True,

@@ -53,9 +53,8 @@ class BootCost:
     label: str  # "measured on H200" or "estimate"
     source: str  # where the figures come from, or how they were derived
     startup_max_s: float | None = None  # the slowest cold run, where there were several
-    warm_startup_s: float | None = (
-        None  # with the caches of an earlier start (a Modal container after the first)
-    )
+    # With the caches of an earlier start kept (a Modal container after the first).
+    warm_startup_s: float | None = None
 
 
 @dataclass(frozen=True)
