@@ -3,9 +3,9 @@
     python scripts/lock_image.py                          # vllm_version from flags/env/TOML (default 0.26.0)
     python scripts/lock_image.py --vllm-version 0.27.0    # a new release: then deploy with --vllm-version
 
-It resolves `vllm==<version>` plus the container's own requirements (`gpt_oss_modal.image`) with
+It resolves `vllm==<version>` plus the container's own requirements (`gpt_oss_modal.deploy.image`) with
 `uv pip compile` for the container's Python and platform, every package pinned with its hashes, and writes
-`src/gpt_oss_modal/locks/container-vllm-<version>.txt` with a header recording those inputs (tests and
+`src/gpt_oss_modal/deploy/locks/container-vllm-<version>.txt` with a header recording those inputs (tests and
 `deploy` refuse a lock whose inputs no longer match). Needs uv (`pip install uv`) and the package index.
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from gpt_oss_modal import image  # noqa: E402
-from gpt_oss_modal.config import ConfigError, load_config  # noqa: E402
+from gpt_oss_modal.core.config import ConfigError, load_config  # noqa: E402
+from gpt_oss_modal.deploy import image  # noqa: E402
 
 
 def uv_command() -> list[str]:

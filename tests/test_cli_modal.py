@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gpt_oss_modal import modal_ops
-from gpt_oss_modal.config import CONFIG_JSON_ENV, DeployConfig
+from gpt_oss_modal.core.config import CONFIG_JSON_ENV, DeployConfig
+from gpt_oss_modal.deploy import modal_ops
 
 # A Modal server address where nothing listens: a command that contacted Modal would fail differently.
 NOWHERE = "http://127.0.0.1:9"
@@ -119,7 +119,7 @@ def test_deploy_public_prints_the_plan_and_warns_once_before_calling_modal(cli, 
     assert r.returncode != 0
     assert "openai/gpt-oss-20b on A10G: 32,768-token context, up to 50 requests per container" in r.stderr
     # The plan line prices the floor and the ceiling of the scaling settings.
-    from gpt_oss_modal import catalog
+    from gpt_oss_modal.core import catalog
 
     ceiling = 2 * catalog.GPUS["A10G"].usd_per_hour
     assert (

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from gpt_oss_modal import client
+from gpt_oss_modal.clients import openai_api
 
 
 def closed_port() -> int:
@@ -64,7 +64,7 @@ def test_wait_healthy_times_out_on_a_closed_port() -> None:
     ticks: list[tuple[float, str]] = []
     start = time.monotonic()
     with pytest.raises(TimeoutError) as e:
-        client.wait_healthy(
+        openai_api.wait_healthy(
             f"http://127.0.0.1:{port}", timeout=1.5, interval=0.2, on_tick=lambda t, s: ticks.append((t, s))
         )
     assert time.monotonic() - start >= 1.5  # it waited the whole timeout (however slow the machine) ...
@@ -78,7 +78,7 @@ def test_wait_healthy_returns_once_health_answers_200(server) -> None:
     url, handler = server
     handler.statuses = [(503, "loading"), (503, "loading"), (200, "")]
     ticks: list[str] = []
-    seconds = client.wait_healthy(
+    seconds = openai_api.wait_healthy(
         url + "/v1/", timeout=300, interval=0.05, on_tick=lambda t, s: ticks.append(s)
     )
     assert seconds >= 2 * 0.05  # two waits of one interval each, before the third poll
@@ -88,8 +88,8 @@ def test_wait_healthy_returns_once_health_answers_200(server) -> None:
 
 def test_wait_healthy_sends_proxy_auth_and_bearer_headers(server) -> None:
     url, handler = server
-    headers = client.auth_headers(modal_key="wk-1", modal_secret="ws-2")
-    client.wait_healthy(url, timeout=300, headers=headers, api_key="k-3")
+    headers = openai_api.auth_headers(modal_key="wk-1", modal_secret="ws-2")
+    openai_api.wait_healthy(url, timeout=300, headers=headers, api_key="k-3")
     sent = {k.lower(): v for k, v in handler.seen[0][1].items()}
     assert sent["modal-key"] == "wk-1" and sent["modal-secret"] == "ws-2"
     assert sent["authorization"] == "Bearer k-3"
@@ -99,7 +99,7 @@ def test_wait_healthy_fails_at_once_when_modal_proxy_auth_refuses(server) -> Non
     url, handler = server
     handler.statuses = [(401, "modal-http: missing credentials for proxy authorization")]
     with pytest.raises(RuntimeError, match="MODAL_KEY and MODAL_SECRET") as e:
-        client.wait_healthy(url, timeout=300)
+        openai_api.wait_healthy(url, timeout=300)
     assert len(handler.seen) == 1  # failed at the first answer: waiting would not help
     assert "was not sent" in str(e.value)
 
@@ -108,27 +108,27 @@ def test_wait_healthy_names_the_api_key_when_the_server_refuses(server) -> None:
     url, handler = server
     handler.statuses = [(401, '{"error": "Incorrect API key provided."}')]
     with pytest.raises(RuntimeError, match="API key was rejected"):
-        client.wait_healthy(url, timeout=300, api_key="wrong")
+        openai_api.wait_healthy(url, timeout=300, api_key="wrong")
     assert len(handler.seen) == 1
 
 
 def test_openai_client_headers_and_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-belongs-to-openai")
-    c = client.openai_client("https://ws--app-serve.modal.run", modal_key="wk-1", modal_secret="ws-2")
+    c = openai_api.openai_client("https://ws--app-serve.modal.run", modal_key="wk-1", modal_secret="ws-2")
     assert str(c.base_url) == "https://ws--app-serve.modal.run/v1/"
     assert c.default_headers["Modal-Key"] == "wk-1" and c.default_headers["Modal-Secret"] == "ws-2"
-    assert c.api_key == client.NO_API_KEY  # never the caller's OpenAI key
-    keyed = client.openai_client("http://127.0.0.1:8000/v1", api_key="k-3")
+    assert c.api_key == openai_api.NO_API_KEY  # never the caller's OpenAI key
+    keyed = openai_api.openai_client("http://127.0.0.1:8000/v1", api_key="k-3")
     assert str(keyed.base_url) == "http://127.0.0.1:8000/v1/" and keyed.api_key == "k-3"
     assert "Modal-Key" not in keyed.default_headers
 
 
 def test_proxy_auth_needs_both_halves() -> None:
     with pytest.raises(ValueError, match="both"):
-        client.auth_headers(modal_key="wk-1")
+        openai_api.auth_headers(modal_key="wk-1")
     with pytest.raises(ValueError, match="both"):
-        client.openai_client("http://x", modal_secret="ws-2")
-    assert client.auth_headers() == {}
+        openai_api.openai_client("http://x", modal_secret="ws-2")
+    assert openai_api.auth_headers() == {}
 
 
 def test_url_forms() -> None:
@@ -138,5 +138,5 @@ def test_url_forms() -> None:
         "https://a.modal.run/v1",
         "https://a.modal.run/v1/",
     ):
-        assert client.root_url(given) == "https://a.modal.run"
-        assert client.v1_url(given) == "https://a.modal.run/v1"
+        assert openai_api.root_url(given) == "https://a.modal.run"
+        assert openai_api.v1_url(given) == "https://a.modal.run/v1"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt_oss_modal.config import CONFIG_JSON_ENV, ORIGINAL_ENV, ConfigError, DeployConfig, load_config
+from gpt_oss_modal.core.config import CONFIG_JSON_ENV, ORIGINAL_ENV, ConfigError, DeployConfig, load_config
 
 
 @pytest.fixture(autouse=True)
@@ -203,10 +203,10 @@ def test_serve_local_on_cpu_keeps_the_checkpoints_context_unless_one_is_set(
     flags: dict, context: int
 ) -> None:
     # `serve --local` on a machine with no GPU: the default model becomes tiny, whose checkpoint asks 4096.
-    from gpt_oss_modal import local
-    from gpt_oss_modal.engine import build_command
+    from gpt_oss_modal.core.engine import build_command
+    from gpt_oss_modal.local import server as lo
 
-    cfg, target = local.choose_target(load_config(flags).config, model_explicit=False, gpu=False)
+    cfg, target = lo.choose_target(load_config(flags).config, model_explicit=False, gpu=False)
     assert (cfg.model, target) == ("tiny", "local-cpu")
     assert build_command(cfg, target=target, default_max_model_len=4096).max_model_len == context
 

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from gpt_oss_modal import catalog
 from gpt_oss_modal.cli import app
-from gpt_oss_modal.config import (
+from gpt_oss_modal.core import catalog
+from gpt_oss_modal.core.config import (
     CONFIG_JSON_ENV,
     ORIGINAL_ENV,
     ConfigError,
@@ -24,8 +24,8 @@ from gpt_oss_modal.config import (
     LoadedConfig,
     load_config,
 )
-from gpt_oss_modal.engine import build_command
-from gpt_oss_modal.planner import plan
+from gpt_oss_modal.core.engine import build_command
+from gpt_oss_modal.core.planner import plan
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("GPT_OSS_HYPOTHESIS_EXAMPLES", "300")),

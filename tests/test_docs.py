@@ -14,7 +14,7 @@ def test_readme_tables_are_current() -> None:
 
 def test_every_setting_is_documented() -> None:
     table = docs.config_table()
-    from gpt_oss_modal.config import DeployConfig
+    from gpt_oss_modal.core.config import DeployConfig
 
     for name, field in DeployConfig.model_fields.items():
         assert f"`{name}`" in table and field.description, name

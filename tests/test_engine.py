@@ -7,15 +7,15 @@ import json
 
 import pytest
 
-from gpt_oss_modal import catalog
-from gpt_oss_modal.config import ConfigError, DeployConfig
-from gpt_oss_modal.engine import (
+from gpt_oss_modal.core import catalog
+from gpt_oss_modal.core.config import ConfigError, DeployConfig
+from gpt_oss_modal.core.engine import (
     HF_CACHE_DIR,
     VLLM_CACHE_DIR,
     build_command,
     cudagraph_capture_sizes,
 )
-from gpt_oss_modal.planner import plan, require_fit
+from gpt_oss_modal.core.planner import plan, require_fit
 
 
 def flag(argv: list[str], name: str) -> str:
@@ -203,7 +203,7 @@ def test_snapshot_mode_enables_sleep_on_modal_only() -> None:
 
 
 def test_boot_modes_and_the_original_fast_boot(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpt_oss_modal.config import load_config
+    from gpt_oss_modal.core.config import load_config
 
     eager = build_command(DeployConfig(model="20b", gpu="H100", boot="eager")).argv
     assert "--enforce-eager" in eager and "--compilation-config" not in eager

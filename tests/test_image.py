@@ -28,8 +28,9 @@ modal = pytest.importorskip("modal")
 from modal._image import ImageBuilderVersion  # noqa: E402
 from modal._utils.async_utils import synchronizer  # noqa: E402
 
-from gpt_oss_modal import catalog, doctor, engine, image, modal_ops  # noqa: E402
-from gpt_oss_modal.config import ConfigError, DeployConfig, load_config  # noqa: E402
+from gpt_oss_modal.core import catalog, engine  # noqa: E402
+from gpt_oss_modal.core.config import ConfigError, DeployConfig, load_config  # noqa: E402
+from gpt_oss_modal.deploy import doctor, image, modal_ops  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VLLM = DeployConfig().vllm_version
@@ -72,7 +73,7 @@ def test_every_package_is_pinned_exactly_with_hashes() -> None:
 
 
 def test_the_lock_script_writes_the_header_the_committed_lock_has() -> None:
-    """scripts/lock_image.py and gpt_oss_modal.image agree on the inputs (resolving needs the index: not here)."""
+    """scripts/lock_image.py and gpt_oss_modal.deploy.image agree on the inputs (resolving needs the index: not here)."""
     spec = importlib.util.spec_from_file_location("lock_image", ROOT / image.LOCK_SCRIPT)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
@@ -90,8 +91,8 @@ def test_container_requirements_follow_pyproject() -> None:
 
 CONTAINER_IMPORTS = """
 import importlib.metadata as md, json, sys
-import gpt_oss_modal.auth, gpt_oss_modal.catalog, gpt_oss_modal.config, gpt_oss_modal.engine
-import gpt_oss_modal.image, gpt_oss_modal.planner
+import gpt_oss_modal.server.auth, gpt_oss_modal.core.catalog, gpt_oss_modal.core.config, gpt_oss_modal.core.engine
+import gpt_oss_modal.deploy.image, gpt_oss_modal.core.planner
 tops = {name.split(".")[0] for name in sys.modules} - set(sys.stdlib_module_names) - {"gpt_oss_modal"}
 dists = md.packages_distributions()
 def where(top):  # a module no distribution claims: fine unless it was installed (lives in site-packages)
@@ -240,7 +241,7 @@ def test_the_app_image_installs_the_lock_on_a_base_with_torchs_cuda(load_app, se
         assert any(path == m or path.startswith(m + "/") for m in facts["volumes"]), (key, path)
 
     # The package, with the lock it describes itself by, mounted at container start.
-    assert f"/root/gpt_oss_modal/locks/{lock.path.name}" in facts["shipped"]
+    assert f"/root/gpt_oss_modal/deploy/locks/{lock.path.name}" in facts["shipped"]
     assert "/root/gpt_oss_modal/modal_app.py" in facts["shipped"]
 
 

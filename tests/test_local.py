@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from gpt_oss_modal import local as lo
-from gpt_oss_modal.config import DeployConfig
-from gpt_oss_modal.engine import build_command
+from gpt_oss_modal.core.config import DeployConfig
+from gpt_oss_modal.core.engine import build_command
+from gpt_oss_modal.local import server as lo
 
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_engine.py"))]
 # Bounds on a hang, not speed claims (the fake engine is ready in well under a second on an idle machine);
@@ -241,7 +241,7 @@ def test_vllm_entry_fixes_hold_in_every_python_process_the_engine_starts(tmp_pat
     )
     parent = (
         "import subprocess, sys, multiprocessing as mp\n"
-        "import gpt_oss_modal.vllm_entry\n"
+        "import gpt_oss_modal.local.vllm_entry\n"
         "def child():\n"
         f"    exec({probe!r})\n"
         "if __name__ == '__main__':\n"

@@ -33,14 +33,16 @@ modal = pytest.importorskip("modal")
 
 from modal._utils.async_utils import synchronizer  # noqa: E402
 
-from gpt_oss_modal import auth, catalog, container, engine, modal_ops  # noqa: E402
-from gpt_oss_modal.config import (  # noqa: E402
+from gpt_oss_modal.core import catalog, engine  # noqa: E402
+from gpt_oss_modal.core.config import (  # noqa: E402
     CONFIG_JSON_ENV,
     ORIGINAL_ENV,
     ConfigError,
     DeployConfig,
     load_config,
 )
+from gpt_oss_modal.deploy import modal_ops  # noqa: E402
+from gpt_oss_modal.server import auth, lifecycle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_ENTRY = ROOT / "modal" / "gpt_oss_inference.py"
@@ -368,7 +370,7 @@ def test_container_serve_starts_the_built_command_and_returns_once_warm(tmp_path
         assert started["env"][key] == value
     assert started["env"]["VLLM_API_KEY"] == "from-the-secret"
     first = started["env"]["PYTHONPATH"].split(os.pathsep)[0]
-    # vLLM can import our modules by dotted path (the auth middleware, gpt_oss_modal.auth).
+    # vLLM can import our modules by dotted path (the auth middleware, gpt_oss_modal.server.auth).
     assert (Path(first) / "gpt_oss_modal" / "__init__.py").exists()
     assert (
         started["env"]["VLLM_SERVER_DEV_MODE"] is None and started["env"]["GPT_OSS_DEV_ROUTES_SECRET"] is None
@@ -377,14 +379,14 @@ def test_container_serve_starts_the_built_command_and_returns_once_warm(tmp_path
     paths = [e["path"] for e in requests]
     assert paths[0] == "/health"
     chats = [json.loads(e["body"]) for e in requests if e["path"] == "/v1/chat/completions"]
-    ladder = container.prefill_ladder(container.WARM_UP_PREFILL_TOKENS)
+    ladder = lifecycle.prefill_ladder(lifecycle.WARM_UP_PREFILL_TOKENS)
     assert len(chats) == len(ladder) + cfg.max_inputs and set(paths) == {"/health", "/v1/chat/completions"}
     # The ladder first, one prompt at a time: 64, 128, ... 8,192 tokens (the prefix word, then n words).
     assert [len(c["messages"][0]["content"].split()) - 2 for c in chats[: len(ladder)]] == ladder
     # Then the burst, all at once: prompts and replies of many lengths, as a real burst's.
     burst = sorted(chats[len(ladder) :], key=lambda c: int(c["messages"][0]["content"].split()[1][2:-1]))
     assert [(len(c["messages"][0]["content"].split()) - 2, c["max_tokens"]) for c in burst] == (
-        container.burst_shapes(cfg.max_inputs, container.WARM_UP_BURST_PROMPT_TOKENS, 64)
+        lifecycle.burst_shapes(cfg.max_inputs, lifecycle.WARM_UP_BURST_PROMPT_TOKENS, 64)
     )
     assert {e["auth"] for e in requests} == {"Bearer from-the-secret"}
     assert (
@@ -440,7 +442,7 @@ def service_function(cls: Any) -> Any:
     return raw(cls)._class_service_function
 
 
-def lifecycle(cls: Any) -> dict[str, list[str]]:
+def hooks(cls: Any) -> dict[str, list[str]]:
     """The class's lifecycle hooks, by kind, as Modal will find them in the container."""
     from modal._partial_function import _find_partial_methods_for_user_cls, _PartialFunctionFlags
 
@@ -482,7 +484,7 @@ def check_snapshot_class(mod: Any, cfg: DeployConfig) -> None:
     assert web.web_server_startup_timeout == cfg.effective_startup_timeout()
     assert web.requires_proxy_auth == cfg.requires_proxy_auth
     # start (snap=True) runs before the snapshot, wake_up (snap=False) after every restore.
-    assert lifecycle(mod.Server) == {"snap": ["start"], "restore": ["wake_up"], "exit": ["stop"]}
+    assert hooks(mod.Server) == {"snap": ["start"], "restore": ["wake_up"], "exit": ["stop"]}
     assert mod.app.name == cfg.app_name
     registered = raw(mod.app)._local_state
     assert set(registered.classes) == {modal_ops.SERVER_CLASS}
@@ -494,7 +496,7 @@ def check_snapshot_class(mod: Any, cfg: DeployConfig) -> None:
     assert auth.MIDDLEWARE in mod.command.argv  # the dev routes are closed under every auth setting
     # Sleep level 1 keeps the weights in host RAM: the container asks for them plus headroom.
     weights_mib = catalog.MODELS[cfg.model].weights_gib * 1024
-    assert info.memory_mib == container.snapshot_memory_mib(cfg) > weights_mib + 8 * 1024
+    assert info.memory_mib == lifecycle.snapshot_memory_mib(cfg) > weights_mib + 8 * 1024
     # The pre-snapshot hook (start, health, warm-up, sleep) ends strictly before the startup timeout.
     assert mod.budget.total + mod.budget.margin == pytest.approx(info.startup_timeout)
     assert 0 < mod.budget.ready and mod.budget.total < info.startup_timeout
@@ -525,14 +527,14 @@ def test_snapshot_120b_with_key_region_and_settings(load_app) -> None:
     ]
     assert info.memory_mib >= 60.8 * 1024  # 120b's weights, asleep in host RAM
     # A rotated key reaches restored containers only after a redeploy: deploy says so.
-    notice = container.snapshot_key_notice(cfg)
+    notice = lifecycle.snapshot_key_notice(cfg)
     assert "gpt-oss-key" in notice and "deploy again" in notice
 
 
 def test_snapshot_key_notice_only_with_both() -> None:
-    assert container.snapshot_key_notice(DeployConfig(snapshot=True)) is None
-    assert container.snapshot_key_notice(DeployConfig(api_key_secret="k")) is None
-    assert container.snapshot_key_notice(DeployConfig(snapshot=True, api_key_secret="k"))
+    assert lifecycle.snapshot_key_notice(DeployConfig(snapshot=True)) is None
+    assert lifecycle.snapshot_key_notice(DeployConfig(api_key_secret="k")) is None
+    assert lifecycle.snapshot_key_notice(DeployConfig(snapshot=True, api_key_secret="k"))
 
 
 def test_snapshot_with_several_gpus_is_refused(load_app) -> None:
@@ -552,22 +554,22 @@ def test_snapshot_with_several_gpus_is_one_line_and_exit_2(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("requests", [1, 2, 7, 50, 256])
 def test_a_warm_up_burst_spreads_prompts_and_replies(requests: int) -> None:
-    shapes = container.burst_shapes(requests, 1024, 64)
+    shapes = lifecycle.burst_shapes(requests, 1024, 64)
     words, replies = [w for w, _ in shapes], [r for _, r in shapes]
     assert len(shapes) == requests and max(words) == 1536 and max(replies) == 64
     # Longer prompts get shorter replies: requests leave prefill and finish decoding at different steps.
     assert words == sorted(words) and replies == sorted(replies, reverse=True)
     if requests > 1:
-        assert min(words) == 512 and min(replies) == container.WARM_UP_MAX_TOKENS
+        assert min(words) == 512 and min(replies) == lifecycle.WARM_UP_MAX_TOKENS
     if requests >= 50:  # many distinct lengths: partial prefill chunks of many sizes
         assert len(set(words)) == requests
-        assert len(set(replies)) == min(requests, 64 - container.WARM_UP_MAX_TOKENS + 1)
+        assert len(set(replies)) == min(requests, 64 - lifecycle.WARM_UP_MAX_TOKENS + 1)
 
 
 @pytest.mark.parametrize("snapshot", [False, True])
 def test_every_startup_timeout_leaves_each_step_a_share_and_a_margin(snapshot: bool) -> None:
     for timeout in [30, 31, 45, 60, 120, 600, 1200, 2400, 3600, 10800]:  # the range config allows
-        b = container.startup_budget(timeout, snapshot=snapshot)
+        b = lifecycle.startup_budget(timeout, snapshot=snapshot)
         assert min(b.ready, b.warm_up, b.margin, b.wake) > 0 and (b.sleep > 0) == snapshot
         assert b.total < timeout and b.total + b.margin == pytest.approx(timeout)
         assert b.wake <= b.ready
@@ -622,7 +624,7 @@ def test_snapshot_hooks_start_warm_sleep_then_wake(tmp_path: Path, key: str | No
     calls = [(e["method"], e["path"]) for e in requests]
     chat = ("POST", "/v1/chat/completions")
     # Health, the warm-up (the prefill ladder, then max_inputs at once), sleep (then the snapshot), wake-up.
-    ladder = container.prefill_ladder(container.WARM_UP_PREFILL_TOKENS)
+    ladder = lifecycle.prefill_ladder(lifecycle.WARM_UP_PREFILL_TOKENS)
     assert calls == [
         ("GET", "/health"),
         *[chat] * (len(ladder) + cfg.max_inputs),
@@ -656,7 +658,7 @@ def test_snapshot_start_gives_up_inside_the_startup_timeout(tmp_path: Path) -> N
     """An engine that never gets healthy: the pre-snapshot hook gives up with its own error, after its
     budget, which is strictly inside the startup timeout that Modal would kill the container at."""
     cfg = load_config({"snapshot": True, "port": free_port(), "startup_timeout": 30}).config
-    budget = container.startup_budget(30, snapshot=True)
+    budget = lifecycle.startup_budget(30, snapshot=True)
     r, entries = run_in_container(tmp_path, cfg, RUN_HOOKS, FAKE_NEVER_HEALTHY="1")
     assert r.returncode != 0 and "SNAPSHOT" not in r.stdout
     assert f"did not answer 200 within {budget.ready:.0f} s" in r.stderr

@@ -20,8 +20,8 @@ import pytest
 
 pytest.importorskip("modal")
 
-from gpt_oss_modal import precheck  # noqa: E402
-from gpt_oss_modal.config import DeployConfig  # noqa: E402
+from gpt_oss_modal.core.config import DeployConfig  # noqa: E402
+from gpt_oss_modal.deploy import precheck  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ORIGINAL = "modal/gpt_oss_inference.py"

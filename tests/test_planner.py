@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gpt_oss_modal import catalog, measured
-from gpt_oss_modal.config import ConfigError, DeployConfig
-from gpt_oss_modal.planner import kv_bytes_per_token, plan, require_fit, smallest_fitting_gpu
+from gpt_oss_modal.core import catalog, measured
+from gpt_oss_modal.core.config import ConfigError, DeployConfig
+from gpt_oss_modal.core.planner import kv_bytes_per_token, plan, require_fit, smallest_fitting_gpu
 
 
 def test_kv_bytes_per_token_counts_only_full_attention_layers() -> None:

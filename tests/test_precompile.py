@@ -1,4 +1,4 @@
-"""The MoE routing kernels compiled ahead of the first requests (gpt_oss_modal.precompile): which deployments
+"""The MoE routing kernels compiled ahead of the first requests (gpt_oss_modal.server.precompile): which deployments
 get it, what it compiles, and the container step around it (skip on a marker, bounded, never fatal)."""
 
 from __future__ import annotations
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gpt_oss_modal import container, engine, precompile
-from gpt_oss_modal.config import DeployConfig
-from gpt_oss_modal.planner import plan
+from gpt_oss_modal.core import engine
+from gpt_oss_modal.core.config import DeployConfig
+from gpt_oss_modal.core.planner import plan
+from gpt_oss_modal.server import lifecycle, precompile
 
 
 @pytest.mark.parametrize(
@@ -69,7 +70,7 @@ def _step(tmp_path: Path, cfg: DeployConfig, budget: float) -> tuple[bool, list[
     lines: list[str] = []
     command = engine.build_command(cfg, target="local-gpu")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TRITON_CACHE_DIR": str(tmp_path / "triton")}
-    done = container.precompile_kernels(cfg, command, budget, base_env=env, log=lines.append)
+    done = lifecycle.precompile_kernels(cfg, command, budget, base_env=env, log=lines.append)
     return done, lines
 
 
@@ -83,7 +84,7 @@ def test_the_step_skips_what_the_cache_already_holds(tmp_path: Path) -> None:
 
 
 def test_the_step_runs_the_real_module_and_goes_on_without_a_gpu(tmp_path: Path) -> None:
-    # This machine has no CUDA GPU: the real `python -m gpt_oss_modal.precompile` says so and exits 0, and
+    # This machine has no CUDA GPU: the real `python -m gpt_oss_modal.server.precompile` says so and exits 0, and
     # no marker is left (a GPU container would still compile everything).
     cfg = DeployConfig(model="20b", gpu="H100")
     done, lines = _step(tmp_path, cfg, 120)
@@ -103,13 +104,13 @@ def test_deployments_that_compile_nothing_skip_the_step(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("snapshot", [False, True])
 def test_the_precompile_share_comes_out_of_the_time_to_health(snapshot: bool) -> None:
-    without = container.startup_budget(600, snapshot=snapshot)
-    with_it = container.startup_budget(600, snapshot=snapshot, precompile=True)
+    without = lifecycle.startup_budget(600, snapshot=snapshot)
+    with_it = lifecycle.startup_budget(600, snapshot=snapshot, precompile=True)
     assert without.precompile == 0 and with_it.precompile == 120  # 20% of the timeout, at most 180 s
     assert with_it.ready == without.ready - 120 and with_it.total == without.total
     assert (
-        container.startup_budget(3600, snapshot=snapshot, precompile=True).precompile
-        == container.PRECOMPILE_MAX_S
+        lifecycle.startup_budget(3600, snapshot=snapshot, precompile=True).precompile
+        == lifecycle.PRECOMPILE_MAX_S
     )
 
 

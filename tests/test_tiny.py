@@ -24,8 +24,8 @@ pytest.importorskip("openai_harmony")
 pytest.importorskip("safetensors")
 pytest.importorskip("transformers")
 
-from gpt_oss_modal import tiny
-from gpt_oss_modal import tokenizer as tk
+from gpt_oss_modal.local import tiny
+from gpt_oss_modal.local import tokenizer as tk
 
 
 @pytest.fixture(scope="module", autouse=True)

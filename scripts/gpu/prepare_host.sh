@@ -3,7 +3,7 @@
 # vLLM 0.26.0 (setup_on_gpu_host.sh, a copy of the shared one) and the project's runtime dependencies (the
 # wheels in /root/st/t6), byte-compile vLLM as a real image would have it (pip ran with --no-compile), and lay
 # out the models vLLM loads with --load-format dummy (real config.json, tokenizer built offline by
-# gpt_oss_modal.tokenizer, uploaded xz-compressed in /root/st/tok):
+# gpt_oss_modal.local.tokenizer, uploaded xz-compressed in /root/st/tok):
 #   /root/model     gpt-oss-20b               /root/model120  gpt-oss-120b (its config: 36 layers, 128 experts)
 #   $HF_HOME/hub/models--openai--gpt-oss-20b/snapshots/<pinned revision>/   what the Modal container loads
 # Usage (repo root on the host): bash scripts/gpu/prepare_host.sh

@@ -6,7 +6,7 @@ The config is the snapshot deployment of gpt-oss-20b (`boot = "fast"`, `snapshot
 a Secret), and the engine command is `engine.build_command(cfg, target="modal")` verbatim: vLLM loads
 `openai/gpt-oss-20b` at the pinned revision from $HF_HOME (laid out by prepare_host.sh with the real
 config.json and an offline tokenizer), with `--load-format dummy` appended because no weights reach the host.
-Each lifecycle step is the `gpt_oss_modal.container` function the Modal hooks call, timed:
+Each lifecycle step is the `gpt_oss_modal.server.lifecycle` function the Modal hooks call, timed:
 
     start -> /health -> warm-up -> sleep (GPU memory while asleep) -> wake
       -> chat, streamed chat and a tool call with the official openai client through the auth middleware
@@ -29,8 +29,9 @@ from pathlib import Path
 
 from study_v2 import gpu_mem_mib  # beside this script, so on sys.path when it runs
 
-from gpt_oss_modal import container, engine
-from gpt_oss_modal.config import DeployConfig
+from gpt_oss_modal.core import engine
+from gpt_oss_modal.core.config import DeployConfig
+from gpt_oss_modal.server import lifecycle
 
 TOOL = {
     "type": "function",
@@ -102,15 +103,15 @@ def main() -> int:
     result: dict = {"argv": command.argv, "env": command.env}
     # vLLM's log goes to OUT/server.log through the launcher; the container module starts exactly `command`.
     launcher = ["bash", "-c", 'exec "$@" >"$0" 2>&1', str(a.out / "server.log"), *command.argv]
-    eng = steps("start engine (spawn)", container.start_engine, cfg, command, argv=launcher)
+    eng = steps("start engine (spawn)", lifecycle.start_engine, cfg, command, argv=launcher)
     try:
-        steps("wait for /health", container.wait_ready, eng, 480)
-        warm = steps("warm-up", container.warm_up, eng, container.WARM_UP_MAX_S)
+        steps("wait for /health", lifecycle.wait_ready, eng, 480)
+        warm = steps("warm-up", lifecycle.warm_up, eng, lifecycle.WARM_UP_MAX_S)
         result["warm_up"] = warm.summary()
         result["gpu_mem_mib_awake"] = gpu_mem_mib(a.gpu)
-        steps("sleep (level 1)", container.sleep, eng, container.SLEEP_MAX_S)
+        steps("sleep (level 1)", lifecycle.sleep, eng, lifecycle.SLEEP_MAX_S)
         result["gpu_mem_mib_asleep"] = gpu_mem_mib(a.gpu)
-        steps("wake up", container.wake, eng, container.WAKE_MAX_S)
+        steps("wake up", lifecycle.wake, eng, lifecycle.WAKE_MAX_S)
         result["gpu_mem_mib_woken"] = gpu_mem_mib(a.gpu)
 
         from openai import OpenAI
@@ -147,7 +148,7 @@ def main() -> int:
         }
         result["dev_route_with_container_secret"] = status_of(base + "/is_sleeping", eng.headers(dev=True))
     finally:
-        steps("stop", container.stop, eng)
+        steps("stop", lifecycle.stop, eng)
     result["steps"] = steps.rows
     result["gpu_mem_mib_after_stop"] = gpu_mem_mib(a.gpu)
     caches = {

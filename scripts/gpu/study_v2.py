@@ -1,5 +1,5 @@
 """Boot modes v2 on the lent GPU: start-up, first burst and steady throughput per mode, from the product's
-own engine command (gpt_oss_modal.engine.build_command) and warm-up (gpt_oss_modal.container).
+own engine command (gpt_oss_modal.core.engine.build_command) and warm-up (gpt_oss_modal.server.lifecycle).
 
     PYTHONPATH=src python3 scripts/gpu/study_v2.py --gpu 0 --out /root/res eager fast
     PYTHONPATH=src python3 scripts/gpu/study_v2.py --gpu 1 --out /root/res fast-nowarm compiled
@@ -35,8 +35,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt_oss_modal import container, engine, precompile
-from gpt_oss_modal.config import DeployConfig
+from gpt_oss_modal.core import engine
+from gpt_oss_modal.core.config import DeployConfig
+from gpt_oss_modal.server import lifecycle, precompile
 
 MAX_INPUTS = 50  # the default of the original gpt_oss_inference.py
 CONTEXT = 32768
@@ -61,9 +62,11 @@ class Run:
     util: float = 0.9
     bursts: bool = True
     extra: tuple[str, ...] = ()  # more vLLM flags
-    warm: dict = field(default_factory=dict)  # container.warm_up keyword arguments
+    warm: dict = field(default_factory=dict)  # lifecycle.warm_up keyword arguments
     seed_from: str | None = None  # start from a copy of this run's caches (warm: flags that add no kernels)
-    precompile: int = 0  # workers of gpt_oss_modal.precompile, run after /health and before the warm-up
+    precompile: int = (
+        0  # workers of gpt_oss_modal.server.precompile, run after /health and before the warm-up
+    )
 
 
 RUNS = {
@@ -248,16 +251,16 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
 
     # The container's own launcher, with vLLM's log sent to a file.
     launcher = ["bash", "-c", 'exec "$@" >"$0" 2>&1', str(d / "server.log"), *command.argv]
-    eng = container.start_engine(cfg, command, base_env=env, argv=launcher)
+    eng = lifecycle.start_engine(cfg, command, base_env=env, argv=launcher)
     try:
-        result["startup_s"] = round(container.wait_ready(eng, max(30.0, deadline - time.monotonic() - 20)), 1)
+        result["startup_s"] = round(lifecycle.wait_ready(eng, max(30.0, deadline - time.monotonic() - 20)), 1)
         if spec.precompile:
             mark("precompile")
             t = time.monotonic()
             # The product's own shapes for this deployment (experts, top-k, max_num_batched_tokens).
             args = [*precompile.routing_for(cfg).args(), "--workers", str(spec.precompile)]
             pre = subprocess.run(
-                [sys.executable, "-m", "gpt_oss_modal.precompile", *args],
+                [sys.executable, "-m", "gpt_oss_modal.server.precompile", *args],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -270,7 +273,7 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
             )
         mark("warm_up")
         if spec.warm_up:
-            w = container.warm_up(eng, container.WARM_UP_MAX_S, **spec.warm)
+            w = lifecycle.warm_up(eng, lifecycle.WARM_UP_MAX_S, **spec.warm)
             result["warm_up_s"] = round(w.seconds, 1)
             result["warm_up"] = w.summary()
         result["ready_s"] = round(time.monotonic() - t0, 1)
@@ -312,7 +315,7 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
         print(f"  error: {result['error']}", flush=True)
     finally:
         mark("end")
-        container.stop(eng)
+        lifecycle.stop(eng)
     raw = log_path.read_bytes()
     result["jit_after_vllm_warm_up"] = {
         phase: jit_events(raw[start:end].decode(errors="replace"))

@@ -26,10 +26,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import catalog
-from .bench.cli import bench
-from .config import FAST_BOOT, ConfigError, DeployConfig, LoadedConfig, applies, load_config
-from .planner import plan as make_plan
+from gpt_oss_modal.clients.bench.cli import bench
+from gpt_oss_modal.core import catalog
+from gpt_oss_modal.core.config import FAST_BOOT, ConfigError, DeployConfig, LoadedConfig, applies, load_config
+from gpt_oss_modal.core.planner import plan as make_plan
 
 # Not a terminal (a log, CI, `| tee`): nothing is cut or wrapped at 80 columns; tables print at their
 # natural width and --help puts each option on one line. --json stays the format for programs.
@@ -350,7 +350,7 @@ def show_config(
         values["api_key"] = "***"  # set, never shown
     command = None
     if show_command and cfg.model_info is not None:
-        from .engine import build_command
+        from gpt_oss_modal.core.engine import build_command
 
         try:
             command = build_command(cfg, target="modal")
@@ -412,7 +412,7 @@ def gpus(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 # --- bench ----------------------------------------------------------------------------------------------
 
 
-app.command()(bench)  # its flags are gpt_oss_modal.bench.options.BenchOptions
+app.command()(bench)  # its flags are gpt_oss_modal.clients.bench.options.BenchOptions
 
 
 # --- serve (local) --------------------------------------------------------------------------------------
@@ -439,7 +439,7 @@ def serve(
     import signal
     import time
 
-    from . import local as lo
+    from gpt_oss_modal.local import server as lo
 
     try:
         cfg, target = lo.choose_target(loaded.config, model_explicit=loaded.sources.get("model") != "default")
@@ -496,7 +496,7 @@ def serve(
 
 def _modal_ready() -> None:
     """One line and exit 2 when the Modal SDK is missing or has no credentials (checked locally)."""
-    from . import modal_ops
+    from gpt_oss_modal.deploy import modal_ops
 
     problem = modal_ops.modal_problem()
     if problem:
@@ -505,7 +505,7 @@ def _modal_ready() -> None:
 
 def _deployable(cfg: DeployConfig) -> Any:
     """The plan, or exit 2 with one line saying why this config cannot go to Modal."""
-    from . import modal_ops
+    from gpt_oss_modal.deploy import modal_ops
 
     try:
         return modal_ops.check_deployable(cfg)
@@ -515,7 +515,7 @@ def _deployable(cfg: DeployConfig) -> Any:
 
 def _print_plan(cfg: DeployConfig, p: Any) -> None:
     """The plan in one line (plus notes), and a warning when nothing guards the endpoint."""
-    from . import modal_ops
+    from gpt_oss_modal.deploy import modal_ops
 
     gpus = f"{p.gpu} x{p.gpu_count}" if p.gpu_count > 1 else p.gpu
     err.print(
@@ -534,7 +534,7 @@ def _print_plan(cfg: DeployConfig, p: Any) -> None:
 
 
 def _modal_call(argv: list[str], env: dict[str, str] | None = None) -> None:
-    from . import modal_ops
+    from gpt_oss_modal.deploy import modal_ops
 
     rc = modal_ops.call(argv, env)
     if rc:
@@ -549,8 +549,8 @@ def deploy(loaded: LoadedConfig) -> None:
     The config is checked first (does it fit the GPU?) and travels to the container as JSON, so the
     container runs exactly what `gpt-oss-modal config` shows.
     """
-    from . import modal_ops
-    from .container import snapshot_key_notice
+    from gpt_oss_modal.deploy import modal_ops
+    from gpt_oss_modal.server.lifecycle import snapshot_key_notice
 
     cfg = loaded.config
     p = _deployable(cfg)
@@ -579,7 +579,7 @@ def modal_run(loaded: LoadedConfig) -> None:
     The app stops when the test ends. A private endpoint needs a proxy auth token in MODAL_KEY and
     MODAL_SECRET (create one at modal.com/settings/proxy-auth-tokens).
     """
-    from . import modal_ops, precheck
+    from gpt_oss_modal.deploy import modal_ops, precheck
 
     cfg = loaded.config
     p = _deployable(cfg)
@@ -598,7 +598,7 @@ def stop(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Stop the deployed app and its containers (`modal app stop`); the cache volumes stay."""
-    from . import modal_ops
+    from gpt_oss_modal.deploy import modal_ops
 
     _modal_ready()
     _modal_call(modal_ops.stop_argv(loaded.config.app_name, yes=yes))
@@ -618,7 +618,7 @@ def logs(
 
     Either fetches past entries (the last 100, or --tail / --since) or, with --follow, streams new ones.
     """
-    from . import modal_ops
+    from gpt_oss_modal.deploy import modal_ops
 
     try:
         argv = modal_ops.logs_argv(loaded.config.app_name, follow=follow, tail=tail, since=since)
@@ -632,7 +632,7 @@ def logs(
 @takes_config(only=["app_name"])
 def url(loaded: LoadedConfig) -> None:
     """The deployed endpoint's URL (add /v1 for the openai client)."""
-    from . import modal_ops
+    from gpt_oss_modal.deploy import modal_ops
 
     _modal_ready()
     try:
@@ -650,7 +650,7 @@ app.add_typer(volumes_app, name="volumes")
 @volumes_app.command("list")
 def volumes_list(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """The two cache volumes, their mount paths, files and sizes."""
-    from . import modal_ops
+    from gpt_oss_modal.deploy import modal_ops
 
     _modal_ready()
     try:
@@ -677,7 +677,7 @@ def volumes_clear(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete everything in a cache volume: the next cold start downloads or compiles again."""
-    from . import modal_ops
+    from gpt_oss_modal.deploy import modal_ops
 
     names = [v.name for v in modal_ops.CACHE_VOLUMES]
     if name not in names:
@@ -725,12 +725,12 @@ def chat(
     """
     import openai
 
-    from . import client
+    from gpt_oss_modal.clients import openai_api
 
     if reasoning_effort is not None and reasoning_effort not in ("low", "medium", "high"):
         fail(f"--reasoning-effort {reasoning_effort!r}: choose low, medium or high")
     if not base_url:
-        from . import modal_ops
+        from gpt_oss_modal.deploy import modal_ops
 
         cfg = loaded.config
         _modal_ready()
@@ -739,7 +739,9 @@ def chat(
         except modal_ops.ModalError as e:
             fail(f"{e} (or pass --base-url)", 1)
     try:
-        oai = client.openai_client(base_url, api_key=api_key, modal_key=modal_key, modal_secret=modal_secret)
+        oai = openai_api.openai_client(
+            base_url, api_key=api_key, modal_key=modal_key, modal_secret=modal_secret
+        )
     except ValueError as e:
         fail(str(e))
     messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
@@ -758,18 +760,20 @@ def chat(
     def turn(text: str) -> None:
         messages.append({"role": "user", "content": text})
         try:
-            reply = client.stream_chat(
+            reply = openai_api.stream_chat(
                 oai, messages, model=served_model_name, reasoning_effort=reasoning_effort,
                 max_tokens=max_tokens, on_reasoning=show_reasoning, on_content=show_content,
             )  # fmt: skip
         except openai.APIConnectionError as e:
-            fail(f"cannot reach {client.v1_url(base_url)}: {e.__cause__ or e}", 1)
+            fail(f"cannot reach {openai_api.v1_url(base_url)}: {e.__cause__ or e}", 1)
         except openai.APIStatusError as e:
             body = " ".join(str(e).split())[:300]
             hint = ""
             if e.status_code in (401, 403):
-                sent = client.auth_headers(api_key=api_key, modal_key=modal_key, modal_secret=modal_secret)
-                hint = "; " + client.auth_hint(body, sent)
+                sent = openai_api.auth_headers(
+                    api_key=api_key, modal_key=modal_key, modal_secret=modal_secret
+                )
+                hint = "; " + openai_api.auth_hint(body, sent)
             fail(f"the server answered {e.status_code}: {body}{hint}", 1)
         console.print()
         if reply.finish_reason == "length":
@@ -780,7 +784,7 @@ def chat(
     if prompt is not None:
         turn(prompt)
         return
-    err.print(f"chatting with {client.v1_url(base_url)}; Ctrl-D to quit", highlight=False, style="dim")
+    err.print(f"chatting with {openai_api.v1_url(base_url)}; Ctrl-D to quit", highlight=False, style="dim")
     while True:
         try:
             text = input("> ")
@@ -806,7 +810,7 @@ def doctor(
 
     Exits 2 with one line when the config cannot be deployed, 1 when a check of the image fails.
     """
-    from . import doctor as checkup
+    from gpt_oss_modal.deploy import doctor as checkup
 
     try:
         report = checkup.report(loaded.config)

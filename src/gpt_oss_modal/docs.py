@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import catalog, measured, planner
-from .config import ENV_PREFIX, ORIGINAL_ENV, DeployConfig
-from .planner import plan
+from gpt_oss_modal.core import catalog, measured, planner
+from gpt_oss_modal.core.config import ENV_PREFIX, ORIGINAL_ENV, DeployConfig
+from gpt_oss_modal.core.planner import plan
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -36,7 +36,7 @@ def _default(name: str) -> str:
 
 
 def _flags(name: str) -> str:
-    from .cli import flag_decls
+    from gpt_oss_modal.cli import flag_decls
 
     where = (DeployConfig.model_fields[name].json_schema_extra or {}).get("where")  # type: ignore[union-attr]
     flags = ", ".join(f"`{d}`" for d in flag_decls(name))
@@ -119,7 +119,7 @@ def cli_reference() -> str:
     """docs/cli.md: the --help of every command, as `gpt-oss-modal ... --help` prints it."""
     import typer
 
-    from . import cli
+    from gpt_oss_modal import cli
 
     root = typer.main.get_command(cli.app)
     parts = [

@@ -36,7 +36,7 @@ def startup_timeout() -> float:
 def start_or_fail(srv, timeout: float, what: str) -> None:
     """Start a LocalServer and wait for /health; if it does not come up, stop it and fail the test with its
     log, so a broken engine reads as one clear failure and leaves no process behind."""
-    from gpt_oss_modal import local as lo
+    from gpt_oss_modal.local import server as lo
 
     srv.start()
     try:
@@ -55,8 +55,8 @@ def engine_starter():
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     _skip_without_engine()
-    from gpt_oss_modal import local as lo
-    from gpt_oss_modal.config import DeployConfig
+    from gpt_oss_modal.core.config import DeployConfig
+    from gpt_oss_modal.local import server as lo
 
     log = tmp_path_factory.mktemp("engine") / "engine.log"
     srv = lo.LocalServer(
@@ -79,6 +79,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 @pytest.fixture(scope="session")
 def client(server):
-    from gpt_oss_modal.client import openai_client
+    from gpt_oss_modal.clients.openai_api import openai_client
 
     return openai_client(server.base_url, timeout=REQUEST_TIMEOUT, max_retries=0)

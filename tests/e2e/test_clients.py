@@ -35,8 +35,8 @@ import httpx
 import openai
 import pytest
 
-from gpt_oss_modal import tiny
-from gpt_oss_modal import tokenizer as tk
+from gpt_oss_modal.local import tiny
+from gpt_oss_modal.local import tokenizer as tk
 
 agents = pytest.importorskip("agents", reason="the clients extra: pip install -e '.[clients]'")
 llm = pytest.importorskip("llm", reason="the clients extra: pip install -e '.[clients]'")
@@ -320,8 +320,8 @@ STORE_KEY = "clients-e2e-key"
 def store_server(
     tmp_path_factory: pytest.TempPathFactory, startup_timeout: float, engine_starter
 ) -> Iterator:
-    from gpt_oss_modal import local as lo
-    from gpt_oss_modal.config import DeployConfig
+    from gpt_oss_modal.core.config import DeployConfig
+    from gpt_oss_modal.local import server as lo
 
     srv = lo.LocalServer(
         DeployConfig(
@@ -344,7 +344,7 @@ def test_store_setting_reaches_the_engine(store_server, server) -> None:
 
 
 def test_stored_response_is_retrieved_and_continued(store_server) -> None:
-    from gpt_oss_modal.client import openai_client
+    from gpt_oss_modal.clients.openai_api import openai_client
 
     client = openai_client(store_server.base_url, STORE_KEY, timeout=TIMEOUT, max_retries=0)
     first = client.responses.create(model="llm", input="Hello!")

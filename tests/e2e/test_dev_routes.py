@@ -4,7 +4,7 @@
 /collective_rpc, /reset_prefix_cache, the weight-update routes and more. Here the local CPU engine runs in
 dev mode with the auth middleware and a dev-route secret, as the container starts it, once without a user
 key (proxy auth or --public on Modal) and once with one: every dev route must look absent (404) without
-the secret, a valid user key included, and the hooks' own calls (gpt_oss_modal.container, which send the
+the secret, a valid user key included, and the hooks' own calls (gpt_oss_modal.server.lifecycle, which send the
 secret) must get through. The CPU build has no sleep mode, so /sleep itself is not called: the routes
 register all the same, which is what the middleware is about.
 """
@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from gpt_oss_modal import auth, container
-from gpt_oss_modal.config import DeployConfig
+from gpt_oss_modal.core.config import DeployConfig
+from gpt_oss_modal.server import auth, lifecycle
 
 pytestmark = pytest.mark.e2e
 
@@ -46,10 +46,10 @@ def dev_engine(
     request, startup_timeout: float, tmp_path_factory: pytest.TempPathFactory, engine_starter
 ) -> Iterator:
     """A dev-mode engine behind the middleware, and the container's handle on it (which holds the secret)."""
-    from gpt_oss_modal import local as lo
+    from gpt_oss_modal.local import server as lo
 
     key = request.param
-    secret = secrets.token_urlsafe(32)  # what container.start_engine generates on Modal
+    secret = secrets.token_urlsafe(32)  # what lifecycle.start_engine generates on Modal
     cfg = DeployConfig(
         model="tiny",
         port=lo.free_port(),
@@ -67,7 +67,7 @@ def dev_engine(
     )
     engine_starter(srv, startup_timeout, "the dev-mode engine")
     assert srv.command is not None and auth.MIDDLEWARE in srv.command.argv
-    engine = container.Engine(
+    engine = lifecycle.Engine(
         process=srv.proc,
         url=srv.url,
         max_inputs=cfg.max_inputs,
@@ -81,12 +81,12 @@ def dev_engine(
         srv.stop()
 
 
-def user_headers(engine: container.Engine) -> dict[str, str]:
+def user_headers(engine: lifecycle.Engine) -> dict[str, str]:
     return engine.headers()  # the user's bearer key when there is one, never the dev secret
 
 
 def raw_request(
-    engine: container.Engine, method: str, path: str, headers: dict[str, str]
+    engine: lifecycle.Engine, method: str, path: str, headers: dict[str, str]
 ) -> tuple[int, bytes]:
     host, port = engine.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
@@ -135,17 +135,17 @@ def test_other_spellings_are_absent_too(dev_engine, path: str) -> None:
 def test_the_hooks_calls_get_through(dev_engine) -> None:
     _, engine = dev_engine
     # What the snapshot hooks do, minus /sleep and /wake_up (the CPU build has no sleep mode).
-    assert container.wait_ready(engine, 60) >= 0
-    assert container.is_sleeping(engine) is False
-    container.call(engine, "POST", "/reset_prefix_cache", timeout=60, dev=True)
-    assert container.call(engine, "GET", "/server_info", timeout=60, dev=True)
+    assert lifecycle.wait_ready(engine, 60) >= 0
+    assert lifecycle.is_sleeping(engine) is False
+    lifecycle.call(engine, "POST", "/reset_prefix_cache", timeout=60, dev=True)
+    assert lifecycle.call(engine, "GET", "/server_info", timeout=60, dev=True)
     # The same secret opens the raw spellings the router understands.
     assert raw_request(engine, "GET", "/is_sleeping?x=1", engine.headers(dev=True))[0] == 200
 
 
 def test_the_warm_up_runs_on_the_real_engine(dev_engine) -> None:
     _, engine = dev_engine
-    result = container.warm_up(engine, 300, prefill_tokens=1024)
+    result = lifecycle.warm_up(engine, 300, prefill_tokens=1024)
     assert result.finished and not result.errors, result.summary()
     assert result.burst == result.burst_ok == engine.max_inputs
     assert result.prefill_tokens >= 1024  # the server's own count: the prompt really was that long

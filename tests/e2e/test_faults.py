@@ -4,7 +4,7 @@ token. Each must end with a clear message and a non-zero exit, and leave no proc
 process group is gone (`os.killpg(pgid, 0)` raises ProcessLookupError).
 
 The engine tests start vLLM for real (20-30 s each on two cores, most of it importing vLLM); the ones that
-need the embedded tiny checkpoint skip until `gpt_oss_modal.tiny` is installed.
+need the embedded tiny checkpoint skip until `gpt_oss_modal.local.tiny` is installed.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from gpt_oss_modal import local as lo
-from gpt_oss_modal.config import DeployConfig
+from gpt_oss_modal.core.config import DeployConfig
+from gpt_oss_modal.local import server as lo
 
 pytestmark = [
     pytest.mark.e2e,
@@ -36,9 +36,9 @@ pytestmark = [
 # times that with the cores busy. No test here asserts how long anything took.
 ENGINE_START_BUDGET = 900
 GROUP_EXIT_BUDGET = 120  # stop(): SIGTERM, its grace, SIGKILL; then the kernel reaps the group
-HAS_TINY = importlib.util.find_spec("gpt_oss_modal.tiny") is not None
+HAS_TINY = importlib.util.find_spec("gpt_oss_modal.local.tiny") is not None
 needs_tiny = pytest.mark.skipif(
-    not HAS_TINY, reason="gpt_oss_modal.tiny (the embedded checkpoint) not there yet"
+    not HAS_TINY, reason="gpt_oss_modal.local.tiny (the embedded checkpoint) not there yet"
 )
 
 
@@ -115,7 +115,7 @@ def test_parent_killed_mid_start_leaves_no_engine_behind(tmp_path: Path) -> None
         "import sys, time\n"
         "from pathlib import Path\n"
         "from gpt_oss_modal import local as lo\n"
-        "from gpt_oss_modal.config import DeployConfig\n"
+        "from gpt_oss_modal.core.config import DeployConfig\n"
         "s = lo.LocalServer(DeployConfig(model='tiny', port=lo.free_port()), target='local-cpu',\n"
         f"    checkpoint=lo.Checkpoint(path=Path({str(tmp_path)!r}), env={{}}),\n"
         f"    log_path=Path({str(tmp_path / 'engine.log')!r}))\n"

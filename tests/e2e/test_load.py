@@ -152,7 +152,7 @@ def group_rss_mb(pgid: int) -> float:
     """Resident memory summed over the engine's process group (API server, engine core, workers)."""
     import psutil
 
-    from gpt_oss_modal import local as lo
+    from gpt_oss_modal.local import server as lo
 
     total = 0
     for pid in lo.group_processes(pgid):
@@ -324,8 +324,8 @@ OPEN_ROUTES_WITH_KEY = [  # (method, path, json body): harmless to call, 200 wit
 
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory: pytest.TempPathFactory, startup_timeout: float) -> Iterator[Any]:
-    from gpt_oss_modal import local as lo
-    from gpt_oss_modal.config import DeployConfig
+    from gpt_oss_modal.core.config import DeployConfig
+    from gpt_oss_modal.local import server as lo
 
     log = tmp_path_factory.mktemp("keyed-engine") / "engine.log"
     srv = lo.LocalServer(
@@ -405,7 +405,7 @@ def test_the_key_opens_every_route(keyed_server, capsys: pytest.CaptureFixture[s
 def test_openai_client_with_and_without_the_key(keyed_server) -> None:
     import openai
 
-    from gpt_oss_modal.client import openai_client
+    from gpt_oss_modal.clients.openai_api import openai_client
 
     good = openai_client(keyed_server.base_url, api_key=API_KEY, timeout=REQUEST_TIMEOUT, max_retries=0)
     assert good.chat.completions.create(model="llm", messages=HELLO, max_tokens=8).choices[0].message.content
@@ -417,7 +417,7 @@ def test_openai_client_with_and_without_the_key(keyed_server) -> None:
 
 
 def test_the_key_is_not_on_any_command_line_or_in_the_log(keyed_server) -> None:
-    from gpt_oss_modal import local as lo
+    from gpt_oss_modal.local import server as lo
 
     pids = lo.group_processes(keyed_server.pgid)
     assert pids

@@ -13,8 +13,8 @@ from typing import Any
 import openai
 import pytest
 
-from gpt_oss_modal import tiny
-from gpt_oss_modal import tokenizer as tk
+from gpt_oss_modal.local import tiny
+from gpt_oss_modal.local import tokenizer as tk
 
 pytestmark = pytest.mark.e2e
 
@@ -329,7 +329,7 @@ def test_responses_api_max_output_tokens(client) -> None:
 
 
 def test_modal_runs_smoke_test_passes_against_the_local_server(server) -> None:
-    from gpt_oss_modal import client as c
+    from gpt_oss_modal.clients import openai_api as c
 
     assert c.wait_healthy(server.base_url, timeout=300) >= 0
     result = c.smoke_test(c.openai_client(server.base_url))

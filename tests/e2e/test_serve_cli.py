@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gpt_oss_modal import local as lo
-from gpt_oss_modal import tiny
+from gpt_oss_modal.local import server as lo
+from gpt_oss_modal.local import tiny
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from . import engine, image, modal_ops
-from .config import DeployConfig
+from gpt_oss_modal.core import engine
+from gpt_oss_modal.core.config import DeployConfig
+from gpt_oss_modal.deploy import image, modal_ops
 
 # Volume per mount path, as the app mounts them.
 VOLUMES = {v.mount: v.name for v in engine.CACHE_VOLUMES}

@@ -35,10 +35,11 @@ from typing import Any
 
 import httpx
 
-from . import auth, catalog, precompile
-from .client import auth_headers, wait_healthy
-from .config import SERVED_MODEL_NAME, DeployConfig
-from .engine import EngineCommand
+from gpt_oss_modal.clients.openai_api import auth_headers, wait_healthy
+from gpt_oss_modal.core import catalog
+from gpt_oss_modal.core.config import SERVED_MODEL_NAME, DeployConfig
+from gpt_oss_modal.core.engine import EngineCommand
+from gpt_oss_modal.server import auth, precompile
 
 Log = Callable[[str], None]
 
@@ -65,7 +66,7 @@ class Budget:
     sleep: float  # 0 without snapshots
     wake: float  # after a snapshot restore
     margin: float  # left over for Modal's own port check and the hook's bookkeeping
-    precompile: float = 0.0  # 0 where no kernels are precompiled (gpt_oss_modal.precompile)
+    precompile: float = 0.0  # 0 where no kernels are precompiled (gpt_oss_modal.server.precompile)
 
     @property
     def total(self) -> float:
@@ -156,9 +157,9 @@ def engine_env(
 ) -> dict[str, str]:
     """The engine's environment: `base` (the container's), then build_command's, with the package on
     PYTHONPATH and the dev-route secret (or none: a stale one from `base` is dropped)."""
-    # vLLM loads our middleware (gpt_oss_modal.auth) by import path, and the `vllm` console script does not
+    # vLLM loads our middleware (gpt_oss_modal.server.auth) by import path, and the `vllm` console script does not
     # see the directory Modal mounted the package in.
-    package_parent = str(Path(__file__).resolve().parent.parent)
+    package_parent = str(Path(__file__).resolve().parents[2])
     pythonpath = os.pathsep.join(p for p in (package_parent, base.get("PYTHONPATH", "")) if p)
     # build_command's env last: it stays the authority even if a Secret set one of the same names.
     env = {**base, **command.env, **command.secret_env, "PYTHONPATH": pythonpath}
@@ -246,7 +247,7 @@ def precompile_kernels(
     log: Log = log,
 ) -> bool:
     """Compile the MoE routing kernels the engine would compile during its first requests
-    (`gpt_oss_modal.precompile`), in worker processes writing to the engine's Triton cache. Call it after
+    (`gpt_oss_modal.server.precompile`), in worker processes writing to the engine's Triton cache. Call it after
     /health. Skipped where the engine does not run them and where the cache's marker says they are all there
     already. Bounded by `budget`: what was compiled stays in the cache for the next start. Failures are
     logged, not raised. True when every variant is in the cache."""
@@ -259,7 +260,14 @@ def precompile_kernels(
         log(f"MoE routing kernels already compiled ({marker})")
         return True
     workers = min(precompile.MAX_WORKERS, os.cpu_count() or 1)
-    argv = [sys.executable, "-m", "gpt_oss_modal.precompile", *routing.args(), "--workers", str(workers)]
+    argv = [
+        sys.executable,
+        "-m",
+        "gpt_oss_modal.server.precompile",
+        *routing.args(),
+        "--workers",
+        str(workers),
+    ]
     argv += ["--marker", str(marker)]
     start = time.monotonic()
     # A session of its own: on timeout the workers go with it.

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ConfigError, DeployConfig
+from gpt_oss_modal.core.config import ConfigError, DeployConfig
 
 # The base: CUDA equal to torch's (see the module docstring), with nvcc for FlashInfer's JIT.
 BASE_IMAGE = "nvidia/cuda:13.0.2-devel-ubuntu24.04"
@@ -197,6 +197,6 @@ def build_image(spec: ImageSpec):
         # The container imports modal_app, which reads the lock again (to describe the same image): ship
         # the locks with the Python files.
         .add_local_python_source(
-            spec.package, ignore=~FilePatternMatcher("**/*.py", f"{LOCK_DIR.name}/*.txt")
+            spec.package, ignore=~FilePatternMatcher("**/*.py", "**/locks/*.txt")
         )
     )

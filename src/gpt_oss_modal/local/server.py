@@ -1,7 +1,7 @@
 """The engine on this machine: `LocalServer` starts what `engine.build_command` returns and watches it.
 
 With an NVIDIA GPU it runs the real model (target `local-gpu`); without one it runs vLLM's CPU build on the
-embedded tiny checkpoint (target `local-cpu`, see `gpt_oss_modal.tiny`), which is what the tests and CI use.
+embedded tiny checkpoint (target `local-cpu`, see `gpt_oss_modal.local.tiny`), which is what the tests and CI use.
 
 The engine runs in its own process group (vLLM starts an engine-core process next to the API server), so
 `stop()` ends all of it at once: SIGTERM to the group, then SIGKILL for whatever is still there. Its output
@@ -28,12 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from . import catalog, client, container
-from .config import DeployConfig, cache_dir
-from .engine import EngineCommand, Target, build_command
+from gpt_oss_modal.clients import openai_api
+from gpt_oss_modal.core import catalog
+from gpt_oss_modal.core.config import DeployConfig, cache_dir
+from gpt_oss_modal.core.engine import EngineCommand, Target, build_command
+from gpt_oss_modal.server import lifecycle
 
-# The module that runs vLLM's CLI (see gpt_oss_modal.vllm_entry for why not the `vllm` script).
-ENTRY_MODULE = "gpt_oss_modal.vllm_entry"
+# The module that runs vLLM's CLI (see gpt_oss_modal.local.vllm_entry for why not the `vllm` script).
+ENTRY_MODULE = "gpt_oss_modal.local.vllm_entry"
 LOG_LINES = 200  # kept in memory for error messages
 ERROR_LINES = 25  # quoted in an error
 DEFAULT_STARTUP_TIMEOUT = 300  # seconds; the CPU engine needs 30-60 s on two cores
@@ -177,7 +179,7 @@ class Checkpoint:
 
 def tiny_checkpoint(*, scripted: bool = True) -> Checkpoint:
     """Build (once, cached) the embedded tiny checkpoint and say how the engine loads it offline."""
-    from . import tiny, tokenizer
+    from gpt_oss_modal.local import tiny, tokenizer
 
     path = Path(tiny.ensure_checkpoint(scripted=scripted))
     env = tokenizer.harmony_env()  # TIKTOKEN_ENCODINGS_BASE: openai-harmony reads the vocab offline
@@ -352,8 +354,8 @@ class LocalServer:
                 raise self._error(f"the engine exited with code {code} during start-up")
 
         try:
-            # With a key, /health is guarded too (gpt_oss_modal.auth): the wait sends it.
-            client.wait_healthy(
+            # With a key, /health is guarded too (gpt_oss_modal.server.auth): the wait sends it.
+            openai_api.wait_healthy(
                 self.url, timeout=started + timeout - time.monotonic(), api_key=self.api_key,
                 interval=0.5, poll_timeout=2.0, check=alive,
             )  # fmt: skip
@@ -370,25 +372,25 @@ class LocalServer:
         self.ready_after = time.monotonic() - started
         return self.ready_after
 
-    def warm_up(self, budget: float | None = None) -> container.WarmUp:
-        """The Modal container's warm-up (`container.precompile_kernels`, then `container.warm_up`) against
+    def warm_up(self, budget: float | None = None) -> lifecycle.WarmUp:
+        """The Modal container's warm-up (`lifecycle.precompile_kernels`, then `lifecycle.warm_up`) against
         this engine: on a GPU it compiles the kernels a first burst of requests would otherwise wait for. Call
         it after wait_ready()."""
         if self.proc is None or self.command is None:
             raise RuntimeError("warm_up() needs a started engine: call start() and wait_ready() first")
-        engine = container.Engine(
+        engine = lifecycle.Engine(
             process=self.proc,
             url=self.url,
             max_inputs=self.cfg.max_inputs,
             max_model_len=self.command.max_model_len,
             api_key=self.api_key,
         )
-        # On Hopper, the MoE routing kernels first (gpt_oss_modal.precompile), into the engine's Triton cache.
-        container.precompile_kernels(
-            self.cfg, self.command, container.PRECOMPILE_MAX_S, base_env={**os.environ, **self._extra_env}
+        # On Hopper, the MoE routing kernels first (gpt_oss_modal.server.precompile), into the engine's Triton cache.
+        lifecycle.precompile_kernels(
+            self.cfg, self.command, lifecycle.PRECOMPILE_MAX_S, base_env={**os.environ, **self._extra_env}
         )
-        return container.warm_up(
-            engine, container.WARM_UP_MAX_S if budget is None else budget, log=lambda _: None
+        return lifecycle.warm_up(
+            engine, lifecycle.WARM_UP_MAX_S if budget is None else budget, log=lambda _: None
         )
 
     def _drain(self, timeout: float = 5.0) -> None:

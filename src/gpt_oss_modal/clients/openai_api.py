@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from .config import SERVED_MODEL_NAME
+from gpt_oss_modal.core.config import SERVED_MODEL_NAME
 
 # The `openai` package insists on an API key; when the server wants none we send this, never the
 # caller's OPENAI_API_KEY (which belongs to another service and must not leak to this one).

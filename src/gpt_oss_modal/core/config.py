@@ -30,7 +30,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from . import catalog
+from gpt_oss_modal.core import catalog
 
 CONFIG_FILE = "gpt-oss-modal.toml"
 CONFIG_PATH_ENV = "GPT_OSS_CONFIG"  # points at another TOML file

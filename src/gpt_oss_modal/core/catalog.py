@@ -134,7 +134,7 @@ MODELS: dict[str, Model] = {
     )
 }
 
-# The embedded tiny checkpoint for machines with no GPU (built offline, see gpt_oss_modal.tiny).
+# The embedded tiny checkpoint for machines with no GPU (built offline, see gpt_oss_modal.local.tiny).
 TINY = "tiny"
 
 MODEL_ALIASES = {m.short: m.id for m in MODELS.values()} | {m.id.split("/")[1]: m.id for m in MODELS.values()}

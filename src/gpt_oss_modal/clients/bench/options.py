@@ -156,7 +156,7 @@ class BenchOptions:
 
     @cached_property
     def headers(self) -> dict[str, str]:
-        from ..client import auth_headers
+        from gpt_oss_modal.clients.openai_api import auth_headers
 
         try:
             return auth_headers(

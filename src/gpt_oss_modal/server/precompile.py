@@ -13,9 +13,9 @@ vllm-cache volume in a Modal container): the engine then loads each from disk in
 file there lets later containers skip the step. On the H200 host it took 91 s with 8 workers, and turned a
 first burst's p99 time to first token from 2.5x the steady state into 1.2x (docs/performance.md). Run it
 after the engine answered /health, so that its memory profile is taken: the workers hold a CUDA context
-each (~0.5 GiB) in the memory vLLM leaves free. `gpt_oss_modal.container.precompile_kernels` does that.
+each (~0.5 GiB) in the memory vLLM leaves free. `gpt_oss_modal.server.lifecycle.precompile_kernels` does that.
 
-    python -m gpt_oss_modal.precompile --experts 32 --top-k 4 --max-tokens 8192 --workers 8
+    python -m gpt_oss_modal.server.precompile --experts 32 --top-k 4 --max-tokens 8192 --workers 8
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import catalog
-from .config import DeployConfig
+from gpt_oss_modal.core import catalog
+from gpt_oss_modal.core.config import DeployConfig
 
 BUCKET = 32  # rows of the routing bitmatrix are padded to this
 # vLLM's chunked-prefill batch for its API server: 8,192 tokens on cards of 70 GiB or more, else 2,048

@@ -1,7 +1,7 @@
 """Does a model fit a GPU, with how much context and concurrency, on which kernels, at what price.
 
 The arithmetic, per GPU of a tensor-parallel group, as vLLM does it (calibrated against its own start-up
-logs on an H200: gpt_oss_modal.measured, tests/test_planner.py):
+logs on an H200: gpt_oss_modal.core.measured, tests/test_planner.py):
 
     budget   = VRAM x gpu_memory_utilization          (VRAM as the driver reports it; vLLM never takes more)
     weights  = what vLLM loads, / TP                   (MXFP4 experts stay 4-bit on every kernel path)
@@ -27,9 +27,10 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
-from . import catalog, measured, precompile
-from .catalog import GiB
-from .config import ConfigError, DeployConfig
+from gpt_oss_modal.core import catalog, measured
+from gpt_oss_modal.core.catalog import GiB
+from gpt_oss_modal.core.config import ConfigError, DeployConfig
+from gpt_oss_modal.server import precompile
 
 BF16_BYTES = 2
 BLOCK_TOKENS = 16  # vLLM's KV block size for gpt-oss's attention backends

@@ -28,7 +28,7 @@ from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 
-from .config import cache_dir
+from gpt_oss_modal.core.config import cache_dir
 
 # ---- the vocabulary ----------------------------------------------------------------------------------
 
@@ -304,7 +304,7 @@ def encode(text: str) -> list[int]:
 # `model_identity`. JSON-schema -> TypeScript covers what function tools usually use (string, number,
 # integer, boolean, enums, arrays, nested objects, descriptions, defaults), as harmony prints them.
 CHAT_TEMPLATE = r"""
-{#- gpt-oss harmony chat template (gpt_oss_modal.tokenizer). Every tag trims whitespace and all text is
+{#- gpt-oss harmony chat template (gpt_oss_modal.local.tokenizer). Every tag trims whitespace and all text is
     emitted by expressions, so the output does not depend on the Jinja environment's trim_blocks /
     lstrip_blocks (transformers sets both). -#}
 {%- macro ts_type(p) -%}

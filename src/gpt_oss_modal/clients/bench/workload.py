@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import catalog
-from .options import BenchError
+from gpt_oss_modal.clients.bench.options import BenchError
+from gpt_oss_modal.core import catalog
 
 
 class Tokenizer:
@@ -179,7 +179,7 @@ def default_tokenizer(model: str | None, root: str | None) -> str:
     if root and (Path(root) / "tokenizer.json").is_file():
         return root
     if model == catalog.TINY:
-        from .. import tiny
+        from gpt_oss_modal.local import tiny
 
         return str(tiny.ensure_checkpoint(scripted=True))
     if root and re.fullmatch(r"[\w.-]+/[\w.-]+", root) and not Path(root).exists():

@@ -12,9 +12,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
-from . import auth
-from .config import SERVED_MODEL_NAME, DeployConfig
-from .planner import Plan, require_fit
+from gpt_oss_modal.core.config import SERVED_MODEL_NAME, DeployConfig
+from gpt_oss_modal.core.planner import Plan, require_fit
+from gpt_oss_modal.server import auth
 
 Target = Literal["modal", "local-gpu", "local-cpu"]
 

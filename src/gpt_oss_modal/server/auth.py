@@ -2,7 +2,7 @@
 
 Two locks, one ASGI middleware (`AuthMiddleware`), loaded by vLLM with
 
-    vllm serve ... --middleware gpt_oss_modal.auth.AuthMiddleware
+    vllm serve ... --middleware gpt_oss_modal.server.auth.AuthMiddleware
 
 **A bearer key on every route.** vLLM's own `--api-key` (or `VLLM_API_KEY`) guards the routes under `/v1`,
 `/v2`, `/inference` and `/cohere` only: `/health`, `/metrics`, `/version`, `/docs`, `/openapi.json`,
@@ -16,7 +16,7 @@ variable, so both agree).
 **Dev routes closed.** `snapshot = true` needs vLLM's `/sleep` and `/wake_up`, which exist only with
 `VLLM_SERVER_DEV_MODE=1`; dev mode also adds `/collective_rpc` (calls any worker method by name),
 `/reset_prefix_cache`, the RL weight-update routes and more (`DEV_ROUTES`). Only the container's own
-lifecycle hooks may call them: the container generates a random secret at start (`gpt_oss_modal.container`),
+lifecycle hooks may call them: the container generates a random secret at start (`gpt_oss_modal.server.lifecycle`),
 hands it to vLLM in `GPT_OSS_DEV_ROUTES_SECRET` and sends it in the `X-GPT-OSS-Dev-Secret` header. A request
 to a dev route without that secret is answered as if the route did not exist (vLLM's own 404), whatever the
 user auth says: a valid bearer key is not enough.

@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import catalog, engine, image, planner
-from .config import CONFIG_JSON_ENV, ConfigError, DeployConfig
+from gpt_oss_modal.core import catalog, engine, planner
+from gpt_oss_modal.core.config import CONFIG_JSON_ENV, ConfigError, DeployConfig
+from gpt_oss_modal.deploy import image
 
 APP_MODULE = "gpt_oss_modal.modal_app"
 SERVE_FUNCTION = "serve"  # the web function's name in the app, part of its URL

