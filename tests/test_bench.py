@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from gpt_oss_modal.clients.bench import endpoint, metrics, options, report, sweep, workload
+from gpt_oss_modal.bench import endpoint, metrics, options, report, sweep, workload
 from gpt_oss_modal.core import catalog
 
 # --- a small byte-level BPE tokenizer, trained in memory ------------------------------------------------

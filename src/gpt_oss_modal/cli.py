@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gpt_oss_modal.clients.bench.cli import bench
+from gpt_oss_modal.bench.cli import bench
 from gpt_oss_modal.core import catalog
 from gpt_oss_modal.core.config import FAST_BOOT, ConfigError, DeployConfig, LoadedConfig, applies, load_config
 from gpt_oss_modal.core.planner import plan as make_plan
@@ -412,7 +412,7 @@ def gpus(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 # --- bench ----------------------------------------------------------------------------------------------
 
 
-app.command()(bench)  # its flags are gpt_oss_modal.clients.bench.options.BenchOptions
+app.command()(bench)  # its flags are gpt_oss_modal.bench.options.BenchOptions
 
 
 # --- serve (local) --------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt_oss_modal.clients.bench import metrics, sweep
+from gpt_oss_modal.bench import metrics, sweep
 
 pytestmark = pytest.mark.e2e
 

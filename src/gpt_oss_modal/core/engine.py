@@ -14,9 +14,14 @@ from typing import Literal
 
 from gpt_oss_modal.core.config import SERVED_MODEL_NAME, DeployConfig
 from gpt_oss_modal.core.planner import Plan, require_fit
-from gpt_oss_modal.server import auth
 
 Target = Literal["modal", "local-gpu", "local-cpu"]
+
+# The bearer key vLLM (and our middleware) read from the engine's environment.
+API_KEY_ENV = "VLLM_API_KEY"
+# The ASGI middleware vLLM loads with --middleware: the bearer key on every route, dev routes closed
+# (gpt_oss_modal.server.auth).
+AUTH_MIDDLEWARE = "gpt_oss_modal.server.auth.AuthMiddleware"
 
 
 @dataclass(frozen=True)
@@ -180,11 +185,11 @@ def build_command(
         argv.append("--enable-sleep-mode")
     secret_env: dict[str, str] = {}
     if target != "modal" and cfg.api_key is not None:
-        secret_env[auth.ENV_VAR] = cfg.api_key.get_secret_value()
+        secret_env[API_KEY_ENV] = cfg.api_key.get_secret_value()
     # One middleware for both locks: the bearer key on every route (on Modal, VLLM_API_KEY comes from the
     # Secret), and dev mode's routes closed to all but the container's own hooks, under every auth setting.
     if (cfg.api_key_secret if target == "modal" else secret_env) or dev_mode:
-        argv += ["--middleware", auth.MIDDLEWARE]
+        argv += ["--middleware", AUTH_MIDDLEWARE]
     argv += cfg.extra_vllm_args
 
     env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}

@@ -196,7 +196,5 @@ def build_image(spec: ImageSpec):
         .env(spec.env)
         # The container imports modal_app, which reads the lock again (to describe the same image): ship
         # the locks with the Python files.
-        .add_local_python_source(
-            spec.package, ignore=~FilePatternMatcher("**/*.py", "**/locks/*.txt")
-        )
+        .add_local_python_source(spec.package, ignore=~FilePatternMatcher("**/*.py", "**/locks/*.txt"))
     )

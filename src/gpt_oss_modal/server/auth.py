@@ -43,12 +43,13 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
-ENV_VAR = "VLLM_API_KEY"
+from gpt_oss_modal.core.engine import API_KEY_ENV as ENV_VAR
+
 # The per-container secret that opens the dev routes: in the engine's environment, and in the header below on
 # the container's own requests. Never on a command line, never logged.
 DEV_SECRET_ENV = "GPT_OSS_DEV_ROUTES_SECRET"
 DEV_SECRET_HEADER = "X-GPT-OSS-Dev-Secret"
-# What `--middleware` takes: the import path of the class below.
+# What `--middleware` takes: the import path of the class below (core.engine.AUTH_MIDDLEWARE names it).
 MIDDLEWARE = f"{__name__}.AuthMiddleware"
 
 # Every route vLLM registers only when VLLM_SERVER_DEV_MODE=1, read from the source of the releases we ship:

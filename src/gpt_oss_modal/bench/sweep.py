@@ -15,16 +15,16 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gpt_oss_modal.clients.bench.endpoint import list_models, open_session, send_request
-from gpt_oss_modal.clients.bench.metrics import (
+from gpt_oss_modal.bench.endpoint import list_models, open_session, send_request
+from gpt_oss_modal.bench.metrics import (
     GpuPrice,
     RequestRecord,
     cost_per_million_output_tokens,
     last_line,
     summarize,
 )
-from gpt_oss_modal.clients.bench.options import ENDPOINT_PATHS, BenchError, BenchOptions
-from gpt_oss_modal.clients.bench.workload import Prompt, Tokenizer, make_workload
+from gpt_oss_modal.bench.options import ENDPOINT_PATHS, BenchError, BenchOptions
+from gpt_oss_modal.bench.workload import Prompt, Tokenizer, make_workload
 
 SCHEMA = "gpt-oss-modal/bench/v1"
 HTTP_CLIENT = "aiohttp"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt_oss_modal.clients.bench.options import BenchError
+from gpt_oss_modal.bench.options import BenchError
 from gpt_oss_modal.core import catalog
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from gpt_oss_modal.clients.bench.options import BenchError, BenchOptions
+from gpt_oss_modal.bench.options import BenchError, BenchOptions
 
 
 def run(opts: BenchOptions, console: Any, err: Any) -> dict[str, Any]:
@@ -27,8 +27,8 @@ def run(opts: BenchOptions, console: Any, err: Any) -> dict[str, Any]:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from gpt_oss_modal.clients.bench import endpoint, report, sweep, workload
-    from gpt_oss_modal.clients.bench.metrics import GpuPrice
+    from gpt_oss_modal.bench import endpoint, report, sweep, workload
+    from gpt_oss_modal.bench.metrics import GpuPrice
     from gpt_oss_modal.core import catalog
     from gpt_oss_modal.core.config import ConfigError, load_config
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import aiohttp
 
-from gpt_oss_modal.clients.bench.metrics import RequestRecord
-from gpt_oss_modal.clients.bench.options import BenchError, BenchOptions
-from gpt_oss_modal.clients.bench.workload import Prompt
+from gpt_oss_modal.bench.metrics import RequestRecord
+from gpt_oss_modal.bench.options import BenchError, BenchOptions
+from gpt_oss_modal.bench.workload import Prompt
 
 MODAL_HOLD_S = 150  # how long Modal holds a web request before it redirects the client to poll
 

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gpt_oss_modal.clients.bench.metrics import percentile_key
-from gpt_oss_modal.clients.bench.options import BenchError
+from gpt_oss_modal.bench.metrics import percentile_key
+from gpt_oss_modal.bench.options import BenchError
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:
