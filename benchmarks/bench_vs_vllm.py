@@ -1,6 +1,6 @@
 """Does `gpt-oss-modal bench` measure what `vllm bench serve` measures? Run both against one server and compare.
 
-    python scripts/bench_vs_vllm.py --url http://127.0.0.1:8000/v1 --tokenizer DIR_OR_HF_ID [--rounds 8] \
+    python benchmarks/bench_vs_vllm.py --url http://127.0.0.1:8000/v1 --tokenizer DIR_OR_HF_ID [--rounds 8] \
         [--input-len 128 --output-len 64 --concurrency 4 --num-prompts 16] [--out report.json]
 
 Both benchmarks run the same workload (random prompts of the same token lengths, same concurrency, same

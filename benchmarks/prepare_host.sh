@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# On the offline GPU host, after the uploads were copied into /root/st (see ../../shared/gpu/README.md): install
-# vLLM 0.26.0 (setup_on_gpu_host.sh, a copy of the shared one) and the project's runtime dependencies (the
-# wheels in /root/st/t6), byte-compile vLLM as a real image would have it (pip ran with --no-compile), and lay
-# out the models vLLM loads with --load-format dummy (real config.json, tokenizer built offline by
-# gpt_oss_modal.local.tokenizer, uploaded xz-compressed in /root/st/tok):
+# On the offline GPU host, after the transfers were copied into /root/st (README.md): install vLLM 0.26.0
+# (setup_on_gpu_host.sh) and the project's runtime dependencies (the wheels in /root/st/t6/wheels),
+# byte-compile vLLM as a real image would have it (pip ran with --no-compile), and lay out the models vLLM
+# loads with --load-format dummy (real config.json, tokenizer built offline by gpt_oss_modal.local.tokenizer,
+# brought xz-compressed in /root/st/t6/tok):
 #   /root/model     gpt-oss-20b               /root/model120  gpt-oss-120b (its config: 36 layers, 128 experts)
 #   $HF_HOME/hub/models--openai--gpt-oss-20b/snapshots/<pinned revision>/   what the Modal container loads
-# Usage (repo root on the host): bash scripts/gpu/prepare_host.sh
+# Usage (repo root on the host): bash benchmarks/prepare_host.sh
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
+TOK=/root/st/t6/tok
 t0=$(date +%s)
 bash "$HERE/setup_on_gpu_host.sh"
 python3 -m pip install -q --no-index --no-deps --find-links /root/st/t6/wheels /root/st/t6/wheels/*.whl
@@ -17,9 +18,9 @@ VDIR=$(python3 -c 'import vllm,os;print(os.path.dirname(vllm.__file__))')
 python3 -m compileall -q -j 16 "$VDIR" >/dev/null 2>&1 || true
 lay_out() {  # $1 = dir, $2 = config.json
   mkdir -p "$1"; cp "$2" "$1/config.json"
-  cp /root/st/tok/tokenizer_config.json /root/st/tok/special_tokens_map.json /root/st/tok/chat_template.jinja "$1/"
+  cp $TOK/tokenizer_config.json $TOK/special_tokens_map.json $TOK/chat_template.jinja "$1/"
   python3 -c 'import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],"wb"))' \
-    /root/st/tok/tokenizer.json.xz "$1/tokenizer.json"
+    $TOK/tokenizer.json.xz "$1/tokenizer.json"
 }
 lay_out /root/model "$HERE/gpt-oss-20b/config.json"
 python3 - "$HERE/gpt-oss-20b/config.json" /tmp/config120.json <<'PY'
@@ -31,7 +32,7 @@ c["layer_types"] = ["sliding_attention" if i % 2 == 0 else "full_attention" for 
 json.dump(c, open(sys.argv[2], "w"), indent=2)
 PY
 lay_out /root/model120 /tmp/config120.json
-REV=$(PYTHONPATH=src python3 -c 'from gpt_oss_modal import catalog; print(catalog.MODELS["openai/gpt-oss-20b"].revision)')
+REV=$(PYTHONPATH=$HERE/../src python3 -c 'from gpt_oss_modal.core import catalog; print(catalog.MODELS["openai/gpt-oss-20b"].revision)')
 HUB=/root/.cache/huggingface/hub/models--openai--gpt-oss-20b
 lay_out "$HUB/snapshots/$REV" "$HERE/gpt-oss-20b/config.json"
 mkdir -p "$HUB/refs"; printf %s "$REV" > "$HUB/refs/main"

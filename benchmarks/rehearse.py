@@ -1,6 +1,6 @@
-"""Rehearse the Modal container's life on the lent GPU, with the code that runs inside it.
+"""Rehearse the Modal container's life on a bare GPU host, with the code that runs inside it.
 
-    PYTHONPATH=src python3 scripts/gpu/rehearse.py --gpu 0 --out /root/res/rehearsal
+    PYTHONPATH=src python3 benchmarks/rehearse.py --gpu 0 --out /root/res/rehearsal
 
 The config is the snapshot deployment of gpt-oss-20b (`boot = "fast"`, `snapshot = true`, a bearer key from
 a Secret), and the engine command is `engine.build_command(cfg, target="modal")` verbatim: vLLM loads

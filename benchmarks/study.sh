@@ -5,8 +5,8 @@
 # process group. Results accumulate in /root/res/<run>/ (they survive between calls on a warm host); each call
 # bundles all of /root/res into $OUT/res.tgz and prints the table so far.
 #
-# Usage (repo root on the GPU host, after scripts/gpu/prepare_host.sh):
-#   bash scripts/gpu/study.sh MODE[:start] ...
+# Usage (repo root on the GPU host, after benchmarks/prepare_host.sh):
+#   bash benchmarks/study.sh MODE[:start] ...
 # MODE: eager | full | limited | limited_pf | fdo | fdo_async | nocompile_fdo   (see mode_flags below)
 # ":start" only times the start-up (no benchmark), reusing that mode's compile cache: a warm restart.
 # Env: LEVELS="1:4 64:128" overrides the concurrency:prompts levels; CACHE_AS=MODE uses that mode's cache

@@ -1,8 +1,8 @@
-"""Boot modes v2 on the lent GPU: start-up, first burst and steady throughput per mode, from the product's
+"""Boot modes v2 on a GPU host: start-up, first burst and steady throughput per mode, from the product's
 own engine command (gpt_oss_modal.core.engine.build_command) and warm-up (gpt_oss_modal.server.lifecycle).
 
-    PYTHONPATH=src python3 scripts/gpu/study_v2.py --gpu 0 --out /root/res eager fast
-    PYTHONPATH=src python3 scripts/gpu/study_v2.py --gpu 1 --out /root/res fast-nowarm compiled
+    PYTHONPATH=src python3 benchmarks/study_v2.py --gpu 0 --out /root/res eager fast
+    PYTHONPATH=src python3 benchmarks/study_v2.py --gpu 1 --out /root/res fast-nowarm compiled
 
 Each RUN (see RUNS) starts `vllm serve` for gpt-oss-20b (or 120b) with `--load-format dummy` and the real
 config.json in /root/model (/root/model120), with its own VLLM/Triton/Inductor cache root under /root/vc/,
@@ -42,7 +42,7 @@ from gpt_oss_modal.server import lifecycle, precompile
 MAX_INPUTS = 50  # the default of the original gpt_oss_inference.py
 CONTEXT = 32768
 H100_TOTAL_MIB = 81559  # what the CUDA driver reports for an H100 80GB
-H200_TOTAL_MIB = 143771  # ... and for the lent H200
+H200_TOTAL_MIB = 143771  # ... and for an H200
 
 
 LEVEL_S = 60  # long enough for a stable high-concurrency figure; each repeated (the spread is reported)
@@ -75,12 +75,12 @@ RUNS = {
     "fast-nowarm": Run("fast", "fast-nowarm", warm_up=False),
     "fast-burst": Run("fast", "fast-burst", warm_up=True),
     "fast-levels": Run("fast", "fast-levels", warm_up=True, levels=[(MAX_INPUTS, 2), (2 * MAX_INPUTS, 1)]),
-    # After scripts/gpu/rehearse.py on the same host: the container's own cache paths, now warm.
+    # After benchmarks/rehearse.py on the same host: the container's own cache paths, now warm.
     "fast-warm-restart": Run("fast", "container", warm_up=True),
     "compiled": Run(
         "compiled", "compiled", warm_up=True, levels=[(1, 2), (MAX_INPUTS, 2), (2 * MAX_INPUTS, 1)]
     ),
-    # Session 4: the warm-up's burst spread (burst_shapes), long levels, the flags that cost no start-up.
+    # The warm-up's burst spread (burst_shapes), long levels, the flags that cost no start-up.
     "fast-v3": Run("fast", "fast-v3", warm_up=True, levels=LONG_LEVELS),
     "compiled-v3": Run("compiled", "compiled-v3", warm_up=True, levels=LONG_LEVELS),
     # The same command on the caches fast-v3 left: what a Modal container's second start sees.
@@ -102,7 +102,7 @@ RUNS = {
         seed_from="fast-v3",
         levels=[(MAX_INPUTS, 2)],
     ),
-    # Session 4b: the first-burst stall is the MoE routing kernels compiled per 32-token bucket (JIT monitor).
+    # The first-burst stall is the MoE routing kernels compiled per 32-token bucket (JIT monitor).
     "fast-marlin": Run(
         "fast",
         "fast-marlin",
