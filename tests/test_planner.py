@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from gpt_oss_modal.core import catalog, measured
@@ -127,41 +124,12 @@ def test_tiny_is_not_planned() -> None:
         plan(DeployConfig(model="tiny"))
 
 
-RESULTS = Path(__file__).resolve().parents[1] / "scripts" / "gpu" / "results_v2"
-
-
-def _recorded_runs() -> list[measured.KvRun]:
-    """Every run in scripts/gpu/results_v2 that logged its KV cache, with the settings it was started with."""
-    runs = []
-    for path in sorted(RESULTS.glob("*/result.json")):
-        r = json.loads(path.read_text())
-        if "kv_tokens" not in r:
-            continue  # a run that did not start
-        flags = dict(zip(r["argv"], r["argv"][1:], strict=False))  # each flag and the word after it
-        if flags.get("--kv-cache-dtype", "auto") != "auto":
-            continue  # fast-fp8: a KV cache of half the bytes per token, which the product does not deploy
-        flag = flags.__getitem__
-        runs.append(
-            measured.KvRun(
-                r["run"],
-                catalog.MODELS[catalog.MODEL_ALIASES[r["model"]]].id,
-                r["boot"],
-                float(flag("--gpu-memory-utilization")),
-                int(flag("--max-model-len")),
-                int(flag("--max-num-seqs")),
-                r["kv_cache_gib"],
-                int(r["kv_tokens"]),
-            )  # fmt: skip
-        )
-    return runs
-
-
 def test_the_recorded_runs_are_all_there() -> None:
-    names = {r.run for r in _recorded_runs()}
+    names = {name for r in measured.KV_RUNS for name in r.runs}
     assert {"eager", "fast", "compiled", "120b", "120b-as-h100"} <= names
 
 
-@pytest.mark.parametrize("run", _recorded_runs() + list(measured.OLDER_KV_RUNS), ids=lambda r: r.run)
+@pytest.mark.parametrize("run", measured.KV_RUNS, ids=lambda r: r.run)
 def test_plan_reproduces_vllms_kv_cache_within_3_percent(run: measured.KvRun) -> None:
     p = plan(
         DeployConfig(

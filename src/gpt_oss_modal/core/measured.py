@@ -1,27 +1,15 @@
-"""What vLLM measured on a real GPU, as data: the planner's memory calibration and each boot mode's cost.
+"""What vLLM measured on a real GPU, as typed data: the planner's memory calibration and each boot mode's cost.
 
-Source: scripts/gpu/results_v2/<run>/result.json, written by
-
-    PYTHONPATH=src python3 scripts/gpu/study_v2.py --gpu 0 --out /root/res eager fast 120b
-    PYTHONPATH=src python3 scripts/gpu/study_v2.py --gpu 1 --out /root/res fast-nowarm compiled fast-levels 120b-as-h100
-    bash scripts/gpu/pair.sh 490 "study fast-v3" "study compiled-v3"        # session 4, then on the same host:
-    bash scripts/gpu/pair.sh 565 "study fast-v3-restart fast-fp8" "study fast-2rounds fast-si20"
-
-on the lent H200 (driver total 143,771 MiB), vLLM 0.26.0, `--load-format dummy` with the models' published
-config.json, max_model_len 32768, max_num_seqs 50, each mode with its own cold vLLM/Triton/Inductor caches.
-Figures for other GPUs are derived from these and reported as estimates.
+The figures live in `measured.toml` beside this module (shipped with the package); its `source` line says
+which study made them and how to repeat it. This module only reads that file into the dataclasses below.
 """
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
-
-SOURCE = "scripts/gpu/results_v2, from scripts/gpu/study_v2.py on vLLM 0.26.0"
-GPU = "H200"  # the class every figure below was measured on
-
-# What vLLM logs as "Model loading took N GiB": the weights as loaded on one GPU (runs eager/fast/compiled
-# for 20b, 120b and 120b-as-h100 for 120b; the same in every run of a model).
-WEIGHTS_GIB = {"openai/gpt-oss-20b": 13.03, "openai/gpt-oss-120b": 61.43}
+from importlib import resources
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -34,42 +22,32 @@ class Overhead:
     boot: str
     budget_gib: float  # the run's budget, 140.40 GiB x util
     gib: float
-    run: str  # scripts/gpu/results_v2/<run>
-
-
-OVERHEADS = (
-    Overhead("openai/gpt-oss-20b", "eager", 126.36, 1.31, "eager"),  # KV 112.02 GiB
-    Overhead("openai/gpt-oss-20b", "fast", 126.36, 1.39, "fast"),  # KV 111.94 GiB, graph pool 0.07 GiB
-    Overhead("openai/gpt-oss-20b", "compiled", 126.36, 2.25, "compiled"),  # KV 111.08 GiB, graphs 0.31 GiB
-    Overhead("openai/gpt-oss-120b", "fast", 126.36, 1.40, "120b"),  # KV 63.53 GiB
-    # util 0.5106: vLLM's budget on an H100 80GB (81,559 MiB) at 0.9, reproduced on the H200.
-    Overhead("openai/gpt-oss-120b", "fast", 71.69, 1.16, "120b-as-h100"),  # KV 9.10 GiB
-)
+    run: str  # the study's run name (its raw result: benchmarks/results_v2/<run>)
 
 
 @dataclass(frozen=True)
 class KvRun:
-    """One start-up's settings and vLLM's own KV figures ("Available KV cache memory", "GPU KV cache size",
-    "Maximum concurrency"), for the planner's calibration test."""
+    """One start-up's settings and vLLM's own KV figures ("Available KV cache memory", "GPU KV cache size"),
+    for the planner's calibration test. `runs`: every run that started with these settings and logged them."""
 
-    run: str
+    runs: tuple[str, ...]
     model: str
     boot: str
     util: float
     max_model_len: int
     max_num_seqs: int
+    moe_backend: str  # vLLM's --moe-backend: "auto" picks Triton on Hopper
     kv_cache_gib: float
     kv_tokens: int
 
-
-# An H200 run of the first boot-mode study (issue 12, vLLM 0.26.0, 20b, boot unrecorded there): its KV memory
-# is 1.5 GiB above what the later runs leave at the same util, so the planner matches it within 3%, not 1%.
-OLDER_KV_RUNS = (KvRun("issue-12", "openai/gpt-oss-20b", "fast", 0.9, 131072, 32, 114.83, 4_455_183),)
+    @property
+    def run(self) -> str:
+        return self.runs[0]
 
 
 @dataclass(frozen=True)
 class BootFigures:
-    """What one boot mode costs (start-up) and buys (decode), for gpt-oss-20b, from one session.
+    """What one boot mode costs (start-up) and buys (decode), for gpt-oss-20b.
 
     Start-up: cold caches, process start to /health. Decode: `gpt-oss-modal bench --duration`, random
     1,024 in / 512 out, ignore-eos; several values are repeated runs (the spread is the point)."""
@@ -82,34 +60,24 @@ class BootFigures:
     runs: tuple[str, ...]
 
 
+def _load() -> dict[str, Any]:
+    return tomllib.loads(resources.files(__package__).joinpath("measured.toml").read_text())
+
+
+_DATA = _load()
+
+SOURCE: str = _DATA["source"]
+GPU: str = _DATA["gpu"]  # the class every figure was measured on
+WEIGHTS_GIB: dict[str, float] = dict(_DATA["weights_gib"])  # "Model loading took N GiB", per model
+OVERHEADS = tuple(Overhead(**o) for o in _DATA["overhead"])
+KV_RUNS = tuple(KvRun(**{**r, "runs": tuple(r["runs"])}) for r in _DATA["kv_run"])
+BOOT_FIGURES_MODEL: str = _DATA["boot_figures"]["model"]
 BOOT_FIGURES = {
-    f.boot: f
-    for f in (
-        BootFigures("eager", (116.2,), (18.9,), 52.9, (727.0,), ("eager",)),
-        # Start-up: every cold fast start of the sessions, on both GPUs of the host (fast-2rounds and
-        # fast-precompiled differ after /health only). At 50 streams: session 4's three 60-s levels, one
-        # after another on one server (the first pays for the kernels compiled during it).
-        BootFigures(
-            "fast",
-            (121.1, 127.2, 128.2, 107.1, 97.1, 123.2),
-            (308.0, 308.0, 309.5),
-            3.09,
-            (5358.0, 7754.0, 8033.0),
-            ("fast", "fast-nowarm", "fast-levels", "fast-v3", "fast-2rounds", "fast-precompiled"),
-        ),
-        BootFigures(
-            "compiled",
-            (145.2, 136.2),
-            (323.5, 315.8, 328.8),
-            3.03,
-            (7909.0, 8753.0, 8780.0),
-            ("compiled", "compiled-v3"),
-        ),
-    )
+    boot: BootFigures(boot=boot, **{k: tuple(v) if isinstance(v, list) else v for k, v in f.items()})
+    for boot, f in _DATA["boot_figures"].items()
+    if isinstance(f, dict)
 }
-# A warm restart of `fast`: the same command on the caches its first start left (fast-v3-restart; fast-si20,
-# whose flag adds no kernel, on a copy of them) -- what a Modal container after the first one sees.
-FAST_WARM_STARTUP_S = (54.1, 55.1)
-BOOT_FIGURES_MODEL = "openai/gpt-oss-20b"
-# gpt-oss-120b (boot fast) was timed to /health only: runs 120b and 120b-as-h100.
-STARTUP_120B_FAST_S = (135.2, 133.2)
+# A warm restart of `fast` (the caches of its first start kept): what a Modal container after the first sees.
+FAST_WARM_STARTUP_S = tuple(_DATA["fast_warm_restart"]["startup_s"])
+# gpt-oss-120b (boot fast) was timed to /health only.
+STARTUP_120B_FAST_S = tuple(_DATA["startup_120b_fast"]["startup_s"])
