@@ -77,7 +77,7 @@ class EngineCommand:
 
 
 # Prompt-sized graphs: without them a 1k-token prompt runs eagerly and time to first token triples, which
-# cost 14% of single-stream throughput on the H100 (docs/performance.md, modes c and c').
+# cost 14% of single-stream throughput on the H100 (docs/performance.md, "Why `compiled` captures five prefill sizes").
 PREFILL_CAPTURE_SIZES = (128, 256, 512, 1024, 2048)
 
 
