@@ -1,4 +1,4 @@
-"""README's generated tables match the config model and the catalog."""
+"""The generated parts of README and the docs match the config model, the catalog and the engine command."""
 
 from pathlib import Path
 
@@ -10,6 +10,22 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_tables_are_current() -> None:
     text = README.read_text()
     assert docs.render(text) == text, "README tables are stale: run `python -m gpt_oss_modal.docs`"
+
+
+def test_cold_start_generated_blocks_are_current() -> None:
+    text = docs.COLD_START.read_text()
+    assert docs.render(text, docs.COLD_START_BLOCKS) == text, (
+        "docs/cold-start.md is stale: run `python -m gpt_oss_modal.docs`"
+    )
+
+
+def test_the_capture_sizes_are_the_engine_commands() -> None:
+    from gpt_oss_modal.core import engine
+    from gpt_oss_modal.core.config import DeployConfig
+
+    for boot in ("fast", "compiled"):
+        sizes = engine.compilation_config(DeployConfig(boot=boot))["cudagraph_capture_sizes"]
+        assert f"| {', '.join(map(str, sizes))} | {len(sizes)} |" in docs.capture_sizes(), boot
 
 
 def test_every_setting_is_documented() -> None:
