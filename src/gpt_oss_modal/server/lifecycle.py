@@ -11,7 +11,7 @@ put it to sleep, wake it, stop it.
     wake(engine, budget.wake)                  # snapshot only, after each restore
     stop(engine)                               # SIGTERM to the engine's process group, SIGKILL after a grace
 
-Nothing here knows about Modal, so the same calls run on a bare GPU host (the rehearsal in scripts/gpu/)
+Nothing here knows about Modal, so the same calls run on a bare GPU machine (benchmarks/rehearse.py)
 and against the local CPU engine (tests/e2e). Each step logs one line and returns what it measured, so a
 caller can time every step. Imports: the standard library, httpx (a vLLM dependency, so in the image) and
 modules of this package that need nothing more than pydantic.
@@ -75,7 +75,7 @@ class Budget:
 
 
 WARM_UP_MAX_S = 120.0  # a warm-up compiles a few kernels: a minute at most on a GPU
-# Compiling every MoE routing variant: 91 s with 8 workers on an H200 host the first time, seconds once the
+# Compiling every MoE routing variant: 91 s with 8 workers on an H200 (16 cores) the first time, seconds once the
 # cache volume holds them (and skipped then); what does not fit is compiled by the next container.
 PRECOMPILE_MAX_S = 180.0
 SLEEP_MAX_S = 180.0  # level 1 copies the weights to pinned host RAM: 10 s for 20b on an H200

@@ -10,7 +10,7 @@ names them; docs/performance.md has the count.
 This compiles all of them -- each 32-token bucket up to `max_num_batched_tokens`, both specializations --
 in worker processes on the same GPU, into the Triton cache the engine reads (TRITON_CACHE_DIR, on the
 vllm-cache volume in a Modal container): the engine then loads each from disk in milliseconds, and a marker
-file there lets later containers skip the step. On the H200 host it took 91 s with 8 workers, and turned a
+file there lets later containers skip the step. On an H200 (16 cores) it took 91 s with 8 workers, and turned a
 first burst's p99 time to first token from 2.5x the steady state into 1.2x (docs/performance.md). Run it
 after the engine answered /health, so that its memory profile is taken: the workers hold a CUDA context
 each (~0.5 GiB) in the memory vLLM leaves free. `gpt_oss_modal.server.lifecycle.precompile_kernels` does that.
