@@ -169,6 +169,14 @@ def test_modal_argv() -> None:
     assert modal_ops.logs_argv("x", tail=50, since="2h") == [
         *py, "app", "logs", "x", "--tail", "50", "--since", "2h",
     ]  # fmt: skip
+    assert modal_ops.logs_argv("x", tail=modal_ops.LOGS_TAIL_MAX)[-2:] == ["--tail", "20000"]
+
+
+@pytest.mark.parametrize("tail", [0, -3, modal_ops.LOGS_TAIL_MAX + 1])
+def test_logs_tail_outside_what_modal_fetches_is_refused(tail: int) -> None:
+    # Modal 1.6.4 refuses --tail above 20,000 (modal/cli/_logs.py), but only after its own start-up.
+    with pytest.raises(ValueError, match=f"--tail {tail}: give a number of entries from 1 to 20,000"):
+        modal_ops.logs_argv("x", tail=tail)
 
 
 @pytest.mark.parametrize(
@@ -186,7 +194,13 @@ def test_logs_never_hands_modal_follow_with_a_range(flags: dict, named: str) -> 
 
 
 @pytest.mark.parametrize(
-    "args", [["logs", "-f", "-n", "5"], ["logs", "--follow", "--since", "2h"], ["logs", "-n", "0"]]
+    "args",
+    [
+        ["logs", "-f", "-n", "5"],
+        ["logs", "--follow", "--since", "2h"],
+        ["logs", "-n", "0"],
+        ["logs", "-n", "20001"],
+    ],
 )
 def test_logs_follow_with_a_range_is_refused_in_one_line_before_modal(args: list[str], cli) -> None:
     r = cli(*args, env=FAKE_TOKEN)  # a token, so only our own check can end it with exit 2

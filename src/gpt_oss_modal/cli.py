@@ -611,7 +611,9 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Stream new entries until the app stops.")
     ] = False,
-    tail: Annotated[int | None, typer.Option("--tail", "-n", help="Show only the last N entries.")] = None,
+    tail: Annotated[
+        int | None, typer.Option("--tail", "-n", help="Show only the last N entries (at most 20,000).")
+    ] = None,
     since: Annotated[str | None, typer.Option("--since", help="Start of the range: 2h, 30m...")] = None,
 ) -> None:
     """The deployed app's logs, vLLM's start-up included (`modal app logs`).

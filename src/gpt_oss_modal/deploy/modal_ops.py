@@ -124,6 +124,11 @@ def stop_argv(app_name: str, *, yes: bool = False) -> list[str]:
     return modal_argv("app", "stop", app_name, *(["--yes"] if yes else []))
 
 
+# The most entries `modal app logs --tail` fetches (Modal 1.6.4: modal/_logs.py _FETCH_LIMIT; above it, its
+# CLI answers with a usage error after starting up).
+LOGS_TAIL_MAX = 20_000
+
+
 def logs_argv(
     app_name: str, *, follow: bool = False, tail: int | None = None, since: str | None = None
 ) -> list[str]:
@@ -139,8 +144,8 @@ def logs_argv(
             f"--follow streams new entries only and cannot be combined with {given}; "
             "drop --follow to fetch past entries, or drop " + given + " to follow"
         )
-    if tail is not None and tail <= 0:
-        raise ValueError(f"--tail {tail}: give a positive number of entries")
+    if tail is not None and not 0 < tail <= LOGS_TAIL_MAX:
+        raise ValueError(f"--tail {tail}: give a number of entries from 1 to {LOGS_TAIL_MAX:,}")
     args = ["app", "logs", app_name]
     if follow:
         args.append("--follow")
