@@ -217,10 +217,6 @@ def takes_config(
     return decorate
 
 
-# The flags the bench command declares itself.
-ModelOpt = config_option("model")
-GpuOpt = config_option("gpu")
-
 # A client's credentials for a server (chat, bench): a vLLM bearer key and a Modal proxy auth token.
 ApiKeyOpt = Annotated[
     str | None, typer.Option("--api-key", envvar="GPT_OSS_API_KEY", help="Bearer key for the server.")
@@ -696,7 +692,6 @@ def volumes_clear(
     err.print(f"cleared {name} ({removed} top-level entries removed)", highlight=False)
 
 
-# --- chat -----------------------------------------------------------------------------------------------
 # --- chat -----------------------------------------------------------------------------------------------
 
 
