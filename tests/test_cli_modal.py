@@ -14,6 +14,7 @@ import pytest
 
 from gpt_oss_modal.core.config import CONFIG_JSON_ENV, DeployConfig
 from gpt_oss_modal.deploy import modal_ops
+from gpt_oss_modal.install import install_hint
 
 # A Modal server address where nothing listens: a command that contacted Modal would fail differently.
 NOWHERE = "http://127.0.0.1:9"
@@ -52,7 +53,7 @@ def test_without_the_modal_package_one_line_and_exit_2(args: list[str], tmp_path
     r = cli(*args, env={"PYTHONPATH": str(shadow.parent)})
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert lines == ["error: the Modal SDK is not installed: pip install 'gpt-oss-modal[modal]'"]
+    assert lines == [f"error: the Modal SDK is not installed: {install_hint('modal')}"]
 
 
 FAKE_TOKEN = {

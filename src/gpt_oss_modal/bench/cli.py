@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from gpt_oss_modal.bench.options import BenchError, BenchOptions
+from gpt_oss_modal.install import install_hint
 
 
 def run(opts: BenchOptions, console: Any, err: Any) -> dict[str, Any]:
@@ -22,7 +23,7 @@ def run(opts: BenchOptions, console: Any, err: Any) -> dict[str, Any]:
     try:
         import aiohttp  # noqa: F401 - the one HTTP client of the benchmark
     except ImportError:
-        raise BenchError("gpt-oss-modal bench needs aiohttp: pip install 'gpt-oss-modal[bench]'") from None
+        raise BenchError(f"gpt-oss-modal bench needs aiohttp: {install_hint('bench')}") from None
     import asyncio
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -19,6 +19,7 @@ from typing import Any
 from gpt_oss_modal.core import catalog, engine, planner
 from gpt_oss_modal.core.config import CONFIG_JSON_ENV, ConfigError, DeployConfig
 from gpt_oss_modal.deploy import image
+from gpt_oss_modal.install import install_hint
 
 APP_MODULE = "gpt_oss_modal.modal_app"
 SERVE_FUNCTION = "serve"  # the web function's name in the app, part of its URL
@@ -34,8 +35,6 @@ CACHE_VOLUMES = engine.CACHE_VOLUMES
 # A Modal proxy auth token (https://modal.com/settings/proxy-auth-tokens) for the private endpoint.
 PROXY_KEY_ENV = "MODAL_KEY"
 PROXY_SECRET_ENV = "MODAL_SECRET"
-
-INSTALL_HINT = "pip install 'gpt-oss-modal[modal]'"
 
 
 class ModalError(Exception):
@@ -54,7 +53,7 @@ def modal_problem() -> str | None:
     try:
         from modal.config import config
     except ImportError:
-        return f"the Modal SDK is not installed: {INSTALL_HINT}"
+        return f"the Modal SDK is not installed: {install_hint('modal')}"
     try:
         token = config.get("token_id") and config.get("token_secret")
         oauth = config.get("oauth_refresh_token")
