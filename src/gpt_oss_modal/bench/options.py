@@ -8,7 +8,6 @@ Like `vllm bench serve`'s `--metric-percentiles`, lists are given as comma-separ
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -43,18 +42,6 @@ def parse_percentiles(text: str) -> list[float]:
     if not ps or any(not 0 < p <= 100 for p in ps):
         raise BenchError(f"--percentiles {text!r}: each must be in (0, 100]")
     return ps
-
-
-def normalize_base_url(url: str) -> str:
-    """scheme://host[:port] without the OpenAI path: `https://x.modal.run/v1/` -> `https://x.modal.run`."""
-    url = url.strip().rstrip("/")
-    if not re.match(r"^https?://", url):
-        raise BenchError(f"{url!r} is not an http(s) URL; pass the endpoint as --url https://...")
-    for suffix in ("/v1/chat/completions", "/v1/completions", "/v1"):
-        if url.endswith(suffix):
-            url = url[: -len(suffix)]
-            break
-    return url
 
 
 @dataclass(frozen=True)
@@ -148,7 +135,13 @@ class BenchOptions:
 
     @cached_property
     def base_url(self) -> str:
-        return normalize_base_url(self.url or "")
+        """scheme://host[:port] without the OpenAI path: `https://x.modal.run/v1/` -> `https://x.modal.run`."""
+        from gpt_oss_modal.clients.openai_api import root_url
+
+        try:
+            return root_url(self.url or "")
+        except ValueError as e:
+            raise BenchError(f"--url {e}") from None
 
     @property
     def endpoint_url(self) -> str:
