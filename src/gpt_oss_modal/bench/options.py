@@ -15,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from gpt_oss_modal.cli_options import ApiKeyOpt, ConfigFile, ModalKeyOpt, ModalSecretOpt
+
 ENDPOINT_PATHS: dict[str, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
 
@@ -75,23 +77,15 @@ class BenchOptions:
     ignore_eos: Annotated[
         bool, typer.Option("--ignore-eos/--no-ignore-eos", help="Exact reply lengths (vLLM extension).")
     ] = True
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", envvar="GPT_OSS_API_KEY", help="Bearer key for the server.")
-    ] = None
-    modal_key: Annotated[
-        str | None, typer.Option("--modal-key", envvar="MODAL_KEY", help="Modal proxy auth key.")
-    ] = None
-    modal_secret: Annotated[
-        str | None, typer.Option("--modal-secret", envvar="MODAL_SECRET", help="Modal proxy auth secret.")
-    ] = None
+    api_key: ApiKeyOpt = None
+    modal_key: ModalKeyOpt = None
+    modal_secret: ModalSecretOpt = None
     # The model and GPU behind the URL, through the config layers: they name the tokenizer and the price.
     model: Annotated[str | None, typer.Option("--model", "-m", help="20b, 120b (or full id), or tiny.")] = (
         None
     )
     gpu: Annotated[str | None, typer.Option("--gpu", "-g", help="GPU type, e.g. H100 or H100:2.")] = None
-    config_file: Annotated[
-        Path | None, typer.Option("--config", help="TOML config file (default: ./gpt-oss-modal.toml).")
-    ] = None
+    config_file: ConfigFile = None
     percentiles: Annotated[str, typer.Option("--percentiles", help="Percentiles to report.")] = "50,90,99"
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the results as JSON.")] = None
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a throughput/latency PNG.")] = None
