@@ -25,8 +25,10 @@ from rich.table import Table
 from gpt_oss_modal.bench.cli import bench
 from gpt_oss_modal.cli_options import (
     ApiKeyOpt,
+    JsonOpt,
     ModalKeyOpt,
     ModalSecretOpt,
+    YesOpt,
     config_parameters,
     flag_decls,  # noqa: F401 - docs.py reads the config flags' spellings here
     takes_options,
@@ -240,7 +242,7 @@ def ceiling(p: Any) -> str:
 @takes_config()
 def show_config(
     loaded: LoadedConfig,
-    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    as_json: JsonOpt = False,
     show_command: Annotated[
         bool, typer.Option("--command", help="Also print the vllm serve command.")
     ] = False,
@@ -280,7 +282,7 @@ def show_config(
 
 
 @app.command()
-def gpus(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def gpus(as_json: JsonOpt = False) -> None:
     """The GPUs you can pick, with memory, architecture, MXFP4 kernel and Modal's price."""
     rows = [
         {
@@ -497,7 +499,7 @@ def modal_run(loaded: LoadedConfig) -> None:
 @takes_config(only=["app_name"])
 def stop(
     loaded: LoadedConfig,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
 ) -> None:
     """Stop the deployed app and its containers (`modal app stop`); the cache volumes stay."""
     from gpt_oss_modal.deploy import modal_ops
@@ -552,7 +554,7 @@ app.add_typer(volumes_app, name="volumes")
 
 
 @volumes_app.command("list")
-def volumes_list(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+def volumes_list(as_json: JsonOpt = False) -> None:
     """The two cache volumes, their mount paths, files and sizes."""
     from gpt_oss_modal.deploy import modal_ops
 
@@ -578,7 +580,7 @@ def volumes_list(as_json: Annotated[bool, typer.Option("--json", help="Print as 
 @volumes_app.command("clear")
 def volumes_clear(
     name: Annotated[str, typer.Argument(help="huggingface-cache or vllm-cache.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
 ) -> None:
     """Delete everything in a cache volume: the next cold start downloads or compiles again."""
     from gpt_oss_modal.deploy import modal_ops
@@ -707,7 +709,7 @@ def chat(
 @takes_config("modal")
 def doctor(
     loaded: LoadedConfig,
-    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """The container this config deploys, checked without calling Modal: image, lock, revision, volumes, command.
 

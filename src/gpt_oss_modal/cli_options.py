@@ -160,3 +160,9 @@ ModalSecretOpt = Annotated[
     str | None,
     typer.Option("--modal-secret", envvar="MODAL_SECRET", help="Modal proxy auth secret (ws-...)."),
 ]
+
+
+# --- flags several commands share ----------------------------------------------------------------------
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print as JSON.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
