@@ -18,11 +18,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
-CHECKOUT = Path(__file__).resolve().parents[1]
-IN_CHECKOUT = (CHECKOUT / "pyproject.toml").is_file() and (CHECKOUT / "src" / "gpt_oss_modal").is_dir()
-
-if IN_CHECKOUT and importlib.util.find_spec("gpt_oss_modal") is None:
-    sys.path.insert(0, str(CHECKOUT / "src"))  # a checkout without `pip install -e .`: use its src/ directly
+SRC = Path(__file__).resolve().parents[1] / "src"
+if importlib.util.find_spec("gpt_oss_modal") is None and (SRC / "gpt_oss_modal").is_dir():
+    sys.path.insert(0, str(SRC))  # a checkout without `pip install -e .`: use its src/ directly
 
 try:
     from gpt_oss_modal import modal_app
@@ -31,9 +29,12 @@ except ModuleNotFoundError as e:
     # One line saying what to install, not a traceback. A missing module of the package itself is a bug.
     if e.name is None or e.name.startswith("gpt_oss_modal."):
         raise
-    install = (
-        f"pip install -e '.[modal]' in {CHECKOUT}" if IN_CHECKOUT else "pip install 'gpt-oss-modal[modal]'"
-    )
+    try:
+        from gpt_oss_modal.install import install_hint  # the standard library only
+    except ModuleNotFoundError:  # not even the package: this file was copied out of its checkout
+        install = "pip install 'gpt-oss-modal[modal]'"
+    else:
+        install = install_hint("modal")
     print(
         f"error: gpt_oss_inference.py needs the gpt-oss-modal package and its dependencies "
         f"(no module named {e.name!r}): {install}",

@@ -169,11 +169,13 @@ def test_parse_levels_and_percentiles() -> None:
         options.parse_percentiles("0")
 
 
-def test_normalize_base_url() -> None:
-    assert options.normalize_base_url("https://x.modal.run/v1/") == "https://x.modal.run"
-    assert options.normalize_base_url("http://127.0.0.1:8000/v1/completions") == "http://127.0.0.1:8000"
-    with pytest.raises(options.BenchError):
-        options.normalize_base_url("x.modal.run")
+def test_the_url_is_the_servers_root() -> None:
+    assert options.BenchOptions(url="https://x.modal.run/v1/").base_url == "https://x.modal.run"
+    assert (
+        options.BenchOptions(url="http://127.0.0.1:8000/v1/completions").base_url == "http://127.0.0.1:8000"
+    )
+    with pytest.raises(options.BenchError, match="^--url 'x.modal.run' is not an http"):
+        options.BenchOptions(url="x.modal.run")
 
 
 def test_infer_model_from_the_servers_root(tmp_path: Path) -> None:

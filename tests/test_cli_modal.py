@@ -14,6 +14,7 @@ import pytest
 
 from gpt_oss_modal.core.config import CONFIG_JSON_ENV, DeployConfig
 from gpt_oss_modal.deploy import modal_ops
+from gpt_oss_modal.install import install_hint
 
 # A Modal server address where nothing listens: a command that contacted Modal would fail differently.
 NOWHERE = "http://127.0.0.1:9"
@@ -52,7 +53,7 @@ def test_without_the_modal_package_one_line_and_exit_2(args: list[str], tmp_path
     r = cli(*args, env={"PYTHONPATH": str(shadow.parent)})
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert lines == ["error: the Modal SDK is not installed: pip install 'gpt-oss-modal[modal]'"]
+    assert lines == [f"error: the Modal SDK is not installed: {install_hint('modal')}"]
 
 
 FAKE_TOKEN = {
@@ -169,6 +170,14 @@ def test_modal_argv() -> None:
     assert modal_ops.logs_argv("x", tail=50, since="2h") == [
         *py, "app", "logs", "x", "--tail", "50", "--since", "2h",
     ]  # fmt: skip
+    assert modal_ops.logs_argv("x", tail=modal_ops.LOGS_TAIL_MAX)[-2:] == ["--tail", "20000"]
+
+
+@pytest.mark.parametrize("tail", [0, -3, modal_ops.LOGS_TAIL_MAX + 1])
+def test_logs_tail_outside_what_modal_fetches_is_refused(tail: int) -> None:
+    # Modal 1.6.4 refuses --tail above 20,000 (modal/cli/_logs.py), but only after its own start-up.
+    with pytest.raises(ValueError, match=f"--tail {tail}: give a number of entries from 1 to 20,000"):
+        modal_ops.logs_argv("x", tail=tail)
 
 
 @pytest.mark.parametrize(
@@ -186,7 +195,13 @@ def test_logs_never_hands_modal_follow_with_a_range(flags: dict, named: str) -> 
 
 
 @pytest.mark.parametrize(
-    "args", [["logs", "-f", "-n", "5"], ["logs", "--follow", "--since", "2h"], ["logs", "-n", "0"]]
+    "args",
+    [
+        ["logs", "-f", "-n", "5"],
+        ["logs", "--follow", "--since", "2h"],
+        ["logs", "-n", "0"],
+        ["logs", "-n", "20001"],
+    ],
 )
 def test_logs_follow_with_a_range_is_refused_in_one_line_before_modal(args: list[str], cli) -> None:
     r = cli(*args, env=FAKE_TOKEN)  # a token, so only our own check can end it with exit 2

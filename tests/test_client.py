@@ -137,6 +137,12 @@ def test_url_forms() -> None:
         "https://a.modal.run/",
         "https://a.modal.run/v1",
         "https://a.modal.run/v1/",
+        " https://a.modal.run/v1/chat/completions",
+        "https://a.modal.run/v1/completions/",
     ):
         assert openai_api.root_url(given) == "https://a.modal.run"
         assert openai_api.v1_url(given) == "https://a.modal.run/v1"
+    assert openai_api.root_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000"
+    for bad in ("a.modal.run", "ftp://a.modal.run", ""):
+        with pytest.raises(ValueError, match="is not an http"):
+            openai_api.root_url(bad)

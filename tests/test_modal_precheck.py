@@ -20,6 +20,7 @@ import pytest
 
 pytest.importorskip("modal")
 
+from gpt_oss_modal import install  # noqa: E402
 from gpt_oss_modal.core.config import DeployConfig  # noqa: E402
 from gpt_oss_modal.deploy import precheck  # noqa: E402
 
@@ -174,7 +175,19 @@ def test_no_modal_cli_command_outside_modal_cli() -> None:
 
 
 def test_install_hint_names_the_checkout_the_package_runs_from() -> None:
-    if Path(precheck.__file__).resolve().is_relative_to(ROOT):
-        assert precheck.install_hint() == f"pip install -e '.[modal]' in {ROOT}"
+    if Path(install.__file__).resolve().is_relative_to(ROOT):
+        assert install.install_hint("modal") == f"pip install -e '.[modal]' in {ROOT}"
     else:  # installed from a wheel
-        assert precheck.install_hint() == "pip install 'gpt-oss-modal[modal]'"
+        assert install.install_hint("modal") == "pip install 'gpt-oss-modal[modal]'"
+
+
+def test_the_install_hint_needs_only_the_standard_library() -> None:
+    # gpt_oss_inference.py asks it when the package's dependencies may be missing: hide them all.
+    hidden = ("pydantic", "pydantic_settings", "typer", "httpx", "openai", "rich", "modal")
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({hidden!r}))\n"
+        "from gpt_oss_modal.install import install_hint; print(install_hint('bench'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == install.install_hint("bench")

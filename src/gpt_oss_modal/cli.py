@@ -2,33 +2,39 @@
 
 Every command that takes config declares it with `@takes_config(...)`: its flags are generated from
 DeployConfig's fields (one flag per setting, the field's description as help), and the command receives
-the resolved config as `loaded`. Flags are the top layer over the environment (`GPT_OSS_*`),
+the resolved config as `loaded`. `cli_options` holds that machinery, which gives `bench` its flags too,
+and the flags declared once for several commands (the credentials of `chat` and `bench`). Flags are the top layer over the environment (`GPT_OSS_*`),
 `gpt-oss-modal.toml` and the defaults. A bad value ends the command with one line on stderr and exit
 code 2, before anything starts.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import sys
-import types
-import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 import typer.core
-from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from gpt_oss_modal.bench.cli import bench
+from gpt_oss_modal.cli_options import (
+    ApiKeyOpt,
+    JsonOpt,
+    ModalKeyOpt,
+    ModalSecretOpt,
+    YesOpt,
+    config_parameters,
+    flag_decls,  # noqa: F401 - docs.py reads the config flags' spellings here
+    takes_options,
+)
 from gpt_oss_modal.core import catalog
-from gpt_oss_modal.core.config import FAST_BOOT, ConfigError, DeployConfig, LoadedConfig, applies, load_config
+from gpt_oss_modal.core.config import ConfigError, DeployConfig, LoadedConfig, load_config
 from gpt_oss_modal.core.planner import plan as make_plan
 
 # Not a terminal (a log, CI, `| tee`): nothing is cut or wrapped at 80 columns; tables print at their
@@ -106,65 +112,7 @@ class _OneLineUsageErrors(typer.core.TyperGroup):
 app.info.cls = _OneLineUsageErrors
 
 
-# --- the config flags, generated from DeployConfig ------------------------------------------------------
-
-# Short spellings; every other flag is the field's name in kebab case (bools: --x/--no-x).
-SHORT_FLAGS = {"model": "-m", "gpu": "-g", "port": "-p"}
-
-ConfigFile = Annotated[
-    Path | None, typer.Option("--config", help="TOML config file (default: ./gpt-oss-modal.toml).")
-]
-FastBootOpt = Annotated[
-    bool | None,
-    typer.Option(
-        "--fast-boot/--no-fast-boot",
-        help="FAST_BOOT of the original gpt_oss_inference.py: --fast-boot is --boot fast, "
-        "--no-fast-boot is --boot compiled.",
-    ),
-]
-
-
-def _flag_type(annotation: Any) -> Any:
-    """The type click parses a field's flag as: Optional and Annotated stripped; secrets, lists and
-    unions (a number or "auto") as text, which the config model then parses."""
-    if typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        members = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(members) > 1:
-            return str
-        (annotation,) = members
-    if annotation is SecretStr or typing.get_origin(annotation) is list:  # lists: shell words
-        return str
-    return annotation
-
-
-def flag_decls(name: str) -> list[str]:
-    """The spellings of DeployConfig field `name`'s flag: `--max-model-len`, `--public/--no-public`, `-m`."""
-    flag = "--" + name.replace("_", "-")
-    if _flag_type(DeployConfig.model_fields[name].annotation) is bool:
-        return [f"{flag}/--no-{flag[2:]}"]
-    return [flag, *filter(None, [SHORT_FLAGS.get(name)])]
-
-
-def config_option(name: str) -> Any:
-    """The flag of DeployConfig field `name`, as a typer parameter annotation (unset: None, not given)."""
-    field = DeployConfig.model_fields[name]
-    option = typer.Option(
-        *flag_decls(name), help=field.description, show_default=False, metavar=_metavar(field)
-    )
-    return Annotated[_flag_type(field.annotation) | None, option]
-
-
-def _metavar(field: Any) -> str | None:
-    """`<int|auto>` for a number-or-word union (parsed as text); None (click's own) for everything else."""
-    members = [a for a in typing.get_args(field.annotation) if a is not type(None)]
-    if typing.get_origin(field.annotation) not in (typing.Union, types.UnionType) or len(members) < 2:
-        return None
-    words = [
-        w for a in members for w in (typing.get_args(a) if typing.get_origin(a) is Literal else [a.__name__])
-    ]
-    return f"<{'|'.join(words)}>"
+# --- the config flags (gpt_oss_modal.cli_options makes them from DeployConfig) --------------------------
 
 
 def resolve(config_file: Path | None = None, **flags: Any) -> LoadedConfig:
@@ -187,51 +135,7 @@ def takes_config(
 
     A new DeployConfig field thus becomes a flag of every such command, with its description as help.
     """
-    names = [
-        n
-        for n in DeployConfig.model_fields
-        if (only is None or n in only) and (where == "any" or applies(n, where))
-    ]
-    if "boot" in names:
-        names.append(FAST_BOOT)
-    keyword = inspect.Parameter.KEYWORD_ONLY
-    flags = [
-        inspect.Parameter(n, keyword, default=None, annotation=FastBootOpt if n == FAST_BOOT else config_option(n))
-        for n in names
-    ]  # fmt: skip
-    flags.append(inspect.Parameter("config_file", keyword, default=None, annotation=ConfigFile))
-
-    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        signature = inspect.signature(command, eval_str=True)
-        own = [p for p in signature.parameters.values() if p.name != "loaded"]
-
-        @functools.wraps(command)
-        def with_config(**kwargs: Any) -> Any:
-            values = {n: kwargs.pop(n) for n in names}
-            loaded = resolve(kwargs.pop("config_file"), **values)
-            return command(**kwargs, loaded=loaded)
-
-        with_config.__signature__ = signature.replace(parameters=[*own, *flags])  # type: ignore[attr-defined]
-        return with_config
-
-    return decorate
-
-
-# The flags the bench command declares itself.
-ModelOpt = config_option("model")
-GpuOpt = config_option("gpu")
-
-# A client's credentials for a server (chat, bench): a vLLM bearer key and a Modal proxy auth token.
-ApiKeyOpt = Annotated[
-    str | None, typer.Option("--api-key", envvar="GPT_OSS_API_KEY", help="Bearer key for the server.")
-]
-ModalKeyOpt = Annotated[
-    str | None, typer.Option("--modal-key", envvar="MODAL_KEY", help="Modal proxy auth token id (wk-...).")
-]
-ModalSecretOpt = Annotated[
-    str | None,
-    typer.Option("--modal-secret", envvar="MODAL_SECRET", help="Modal proxy auth secret (ws-...)."),
-]
+    return takes_options(config_parameters(where, only), lambda values: resolve(**values), into="loaded")
 
 
 # --- plan -----------------------------------------------------------------------------------------------
@@ -338,7 +242,7 @@ def ceiling(p: Any) -> str:
 @takes_config()
 def show_config(
     loaded: LoadedConfig,
-    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    as_json: JsonOpt = False,
     show_command: Annotated[
         bool, typer.Option("--command", help="Also print the vllm serve command.")
     ] = False,
@@ -378,7 +282,7 @@ def show_config(
 
 
 @app.command()
-def gpus(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def gpus(as_json: JsonOpt = False) -> None:
     """The GPUs you can pick, with memory, architecture, MXFP4 kernel and Modal's price."""
     rows = [
         {
@@ -595,7 +499,7 @@ def modal_run(loaded: LoadedConfig) -> None:
 @takes_config(only=["app_name"])
 def stop(
     loaded: LoadedConfig,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
 ) -> None:
     """Stop the deployed app and its containers (`modal app stop`); the cache volumes stay."""
     from gpt_oss_modal.deploy import modal_ops
@@ -611,7 +515,9 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Stream new entries until the app stops.")
     ] = False,
-    tail: Annotated[int | None, typer.Option("--tail", "-n", help="Show only the last N entries.")] = None,
+    tail: Annotated[
+        int | None, typer.Option("--tail", "-n", help="Show only the last N entries (at most 20,000).")
+    ] = None,
     since: Annotated[str | None, typer.Option("--since", help="Start of the range: 2h, 30m...")] = None,
 ) -> None:
     """The deployed app's logs, vLLM's start-up included (`modal app logs`).
@@ -648,7 +554,7 @@ app.add_typer(volumes_app, name="volumes")
 
 
 @volumes_app.command("list")
-def volumes_list(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+def volumes_list(as_json: JsonOpt = False) -> None:
     """The two cache volumes, their mount paths, files and sizes."""
     from gpt_oss_modal.deploy import modal_ops
 
@@ -674,7 +580,7 @@ def volumes_list(as_json: Annotated[bool, typer.Option("--json", help="Print as 
 @volumes_app.command("clear")
 def volumes_clear(
     name: Annotated[str, typer.Argument(help="huggingface-cache or vllm-cache.")],
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
 ) -> None:
     """Delete everything in a cache volume: the next cold start downloads or compiles again."""
     from gpt_oss_modal.deploy import modal_ops
@@ -694,7 +600,6 @@ def volumes_clear(
     err.print(f"cleared {name} ({removed} top-level entries removed)", highlight=False)
 
 
-# --- chat -----------------------------------------------------------------------------------------------
 # --- chat -----------------------------------------------------------------------------------------------
 
 
@@ -804,7 +709,7 @@ def chat(
 @takes_config("modal")
 def doctor(
     loaded: LoadedConfig,
-    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """The container this config deploys, checked without calling Modal: image, lock, revision, volumes, command.
 

@@ -1,20 +1,20 @@
 """The `gpt-oss-modal bench` command: options -> config (model, GPU price) -> the server -> sweep -> report.
 
-The command's flags are BenchOptions' fields (see `options`): `bench` takes its signature from them, so a
-new option is one field there. The main CLI registers it with `app.command()(bench)`.
+The command's flags are BenchOptions' fields (see `options`): `bench` takes them through
+`cli_options.takes_options`, as the config commands take the config's, so a new option is one field there.
+The main CLI registers it with `app.command()(bench)`.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
-import typing
-from dataclasses import MISSING, fields
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
 from gpt_oss_modal.bench.options import BenchError, BenchOptions
+from gpt_oss_modal.cli_options import dataclass_parameters, takes_options
+from gpt_oss_modal.install import install_hint
 
 
 def run(opts: BenchOptions, console: Any, err: Any) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def run(opts: BenchOptions, console: Any, err: Any) -> dict[str, Any]:
     try:
         import aiohttp  # noqa: F401 - the one HTTP client of the benchmark
     except ImportError:
-        raise BenchError("gpt-oss-modal bench needs aiohttp: pip install 'gpt-oss-modal[bench]'") from None
+        raise BenchError(f"gpt-oss-modal bench needs aiohttp: {install_hint('bench')}") from None
     import asyncio
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -85,33 +85,31 @@ def run(opts: BenchOptions, console: Any, err: Any) -> dict[str, Any]:
     return result
 
 
-def bench(**flags: Any) -> None:
+def _refuse(e: BenchError) -> NoReturn:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2) from None
+
+
+def opts_from_flags(values: dict[str, Any]) -> BenchOptions:
+    """The command's flags as BenchOptions; a bad value ends the command with one line and exit code 2."""
+    try:
+        return BenchOptions(**values)
+    except BenchError as e:
+        _refuse(e)
+
+
+@takes_options(dataclass_parameters(BenchOptions), opts_from_flags, into="opts")
+def bench(opts: BenchOptions) -> None:
     """Throughput, latency (TTFT, TPOT, ITL, end-to-end) and $ per million output tokens, per concurrency.
 
     Metrics follow `vllm bench serve`'s definitions; prompts and replies are token-exact.
     """
     from rich.console import Console
-    from rich.markup import escape
 
-    err = Console(stderr=True)
     try:
-        run(BenchOptions(**flags), Console(), err)
+        run(opts, Console(), Console(stderr=True))
     except BenchError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-
-
-# typer reads a command's flags from its signature: give `bench` one parameter per BenchOptions field.
-_hints = typing.get_type_hints(BenchOptions, include_extras=True)
-bench.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [
-        inspect.Parameter(
-            f.name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None if f.default is MISSING else f.default,
-            annotation=_hints[f.name],
-        )
-        for f in fields(BenchOptions)
-    ]
-)
-bench.__annotations__ = {f.name: _hints[f.name] for f in fields(BenchOptions)} | {"return": None}
+        _refuse(e)

@@ -8,13 +8,14 @@ Like `vllm bench serve`'s `--metric-percentiles`, lists are given as comma-separ
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from gpt_oss_modal.cli_options import ApiKeyOpt, ConfigFile, ModalKeyOpt, ModalSecretOpt
 
 ENDPOINT_PATHS: dict[str, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
@@ -43,18 +44,6 @@ def parse_percentiles(text: str) -> list[float]:
     if not ps or any(not 0 < p <= 100 for p in ps):
         raise BenchError(f"--percentiles {text!r}: each must be in (0, 100]")
     return ps
-
-
-def normalize_base_url(url: str) -> str:
-    """scheme://host[:port] without the OpenAI path: `https://x.modal.run/v1/` -> `https://x.modal.run`."""
-    url = url.strip().rstrip("/")
-    if not re.match(r"^https?://", url):
-        raise BenchError(f"{url!r} is not an http(s) URL; pass the endpoint as --url https://...")
-    for suffix in ("/v1/chat/completions", "/v1/completions", "/v1"):
-        if url.endswith(suffix):
-            url = url[: -len(suffix)]
-            break
-    return url
 
 
 @dataclass(frozen=True)
@@ -88,23 +77,15 @@ class BenchOptions:
     ignore_eos: Annotated[
         bool, typer.Option("--ignore-eos/--no-ignore-eos", help="Exact reply lengths (vLLM extension).")
     ] = True
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", envvar="GPT_OSS_API_KEY", help="Bearer key for the server.")
-    ] = None
-    modal_key: Annotated[
-        str | None, typer.Option("--modal-key", envvar="MODAL_KEY", help="Modal proxy auth key.")
-    ] = None
-    modal_secret: Annotated[
-        str | None, typer.Option("--modal-secret", envvar="MODAL_SECRET", help="Modal proxy auth secret.")
-    ] = None
+    api_key: ApiKeyOpt = None
+    modal_key: ModalKeyOpt = None
+    modal_secret: ModalSecretOpt = None
     # The model and GPU behind the URL, through the config layers: they name the tokenizer and the price.
     model: Annotated[str | None, typer.Option("--model", "-m", help="20b, 120b (or full id), or tiny.")] = (
         None
     )
     gpu: Annotated[str | None, typer.Option("--gpu", "-g", help="GPU type, e.g. H100 or H100:2.")] = None
-    config_file: Annotated[
-        Path | None, typer.Option("--config", help="TOML config file (default: ./gpt-oss-modal.toml).")
-    ] = None
+    config_file: ConfigFile = None
     percentiles: Annotated[str, typer.Option("--percentiles", help="Percentiles to report.")] = "50,90,99"
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the results as JSON.")] = None
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a throughput/latency PNG.")] = None
@@ -148,7 +129,13 @@ class BenchOptions:
 
     @cached_property
     def base_url(self) -> str:
-        return normalize_base_url(self.url or "")
+        """scheme://host[:port] without the OpenAI path: `https://x.modal.run/v1/` -> `https://x.modal.run`."""
+        from gpt_oss_modal.clients.openai_api import root_url
+
+        try:
+            return root_url(self.url or "")
+        except ValueError as e:
+            raise BenchError(f"--url {e}") from None
 
     @property
     def endpoint_url(self) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from gpt_oss_modal.bench.metrics import percentile_key
 from gpt_oss_modal.bench.options import BenchError
+from gpt_oss_modal.install import install_hint
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:
@@ -24,7 +25,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     try:
         import matplotlib
     except ImportError:
-        raise BenchError("--plot needs matplotlib: pip install 'gpt-oss-modal[bench]'") from None
+        raise BenchError(f"--plot needs matplotlib: {install_hint('bench')}") from None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

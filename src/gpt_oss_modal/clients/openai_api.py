@@ -5,8 +5,8 @@ runner's callers and by the end-to-end tests. Nothing here knows about Modal bey
 headers, so it works against any OpenAI-compatible vLLM server: on Modal, on a local GPU, or the tiny CPU
 model.
 
-A base URL may be given with or without the trailing `/v1`: `/health` lives at the server's root, the
-OpenAI routes under `/v1`.
+A base URL may be given with or without the trailing `/v1` (or a whole route): `/health` lives at the
+server's root, the OpenAI routes under `/v1`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ NO_API_KEY = "unused"
 MODAL_KEY_HEADER = "Modal-Key"
 MODAL_SECRET_HEADER = "Modal-Secret"
 SMOKE_PROMPT = "Say hello in one short sentence."
+# What may follow a server's root in a URL someone pastes; longest first.
+OPENAI_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1")
 
 
 class SmokeTestError(RuntimeError):
@@ -34,9 +36,18 @@ class SmokeTestError(RuntimeError):
 
 
 def root_url(base_url: str) -> str:
-    """`https://x.modal.run/v1/` -> `https://x.modal.run` (where /health lives)."""
+    """The server's root, where /health lives: `https://x.modal.run/v1/` -> `https://x.modal.run`.
+
+    A URL copied with an OpenAI route on it (`.../v1/chat/completions`, `.../v1/completions`) works too.
+    ValueError (one line) when it is not an http(s) URL.
+    """
     url = base_url.strip().rstrip("/")
-    return url.removesuffix("/v1")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{url!r} is not an http(s) URL: give it as https://host or http://host:port")
+    for route in OPENAI_ROUTES:
+        if url.endswith(route):
+            return url.removesuffix(route)
+    return url
 
 
 def v1_url(base_url: str) -> str:

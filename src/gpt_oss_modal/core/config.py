@@ -565,7 +565,6 @@ class LoadedConfig:
     config: DeployConfig
     # field -> "default" | "file X" | "env GPT_OSS_GPU" (or an original name: "env GPU_CONFIG") | "cli"
     sources: dict[str, str] = field(default_factory=dict)
-    config_file: Path | None = None
 
 
 def config_file_path(explicit: Path | None = None) -> Path | None:
@@ -617,7 +616,7 @@ def load_config(cli: dict[str, Any] | None = None, *, config_file: Path | None =
         origin = sources.get(str(e.errors()[0]["loc"][0]) if e.errors()[0]["loc"] else "", "")
         named = f" (set by {origin.removeprefix('env ')})" if origin.startswith("env ") else ""
         raise ConfigError(describe(e) + named) from None
-    return LoadedConfig(cfg, sources, path)
+    return LoadedConfig(cfg, sources)
 
 
 def describe(error: ValidationError) -> str:

@@ -65,8 +65,9 @@ def checks(spec: image.ImageSpec, caches: list[dict[str, Any]]) -> list[dict[str
 
 def report(cfg: DeployConfig) -> dict[str, Any]:
     """Everything the app would deploy for cfg; ConfigError (one line) when cfg cannot be deployed."""
-    modal_ops.check_deployable(cfg)  # the tiny model, a GPU it does not fit, a vLLM release with no lock
-    command = engine.build_command(cfg, target="modal")
+    # The tiny model, a GPU it does not fit, a vLLM release with no lock: refused here, with the plan kept.
+    plan = modal_ops.check_deployable(cfg)
+    command = engine.build_command(cfg, target="modal", plan=plan)
     spec = image.image_spec(cfg, env=command.env)
     caches = [
         {"env": key, "path": value, "volume": volume_of(value)}

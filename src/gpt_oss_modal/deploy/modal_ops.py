@@ -19,6 +19,7 @@ from typing import Any
 from gpt_oss_modal.core import catalog, engine, planner
 from gpt_oss_modal.core.config import CONFIG_JSON_ENV, ConfigError, DeployConfig
 from gpt_oss_modal.deploy import image
+from gpt_oss_modal.install import install_hint
 
 APP_MODULE = "gpt_oss_modal.modal_app"
 SERVE_FUNCTION = "serve"  # the web function's name in the app, part of its URL
@@ -34,8 +35,6 @@ CACHE_VOLUMES = engine.CACHE_VOLUMES
 # A Modal proxy auth token (https://modal.com/settings/proxy-auth-tokens) for the private endpoint.
 PROXY_KEY_ENV = "MODAL_KEY"
 PROXY_SECRET_ENV = "MODAL_SECRET"
-
-INSTALL_HINT = "pip install 'gpt-oss-modal[modal]'"
 
 
 class ModalError(Exception):
@@ -54,7 +53,7 @@ def modal_problem() -> str | None:
     try:
         from modal.config import config
     except ImportError:
-        return f"the Modal SDK is not installed: {INSTALL_HINT}"
+        return f"the Modal SDK is not installed: {install_hint('modal')}"
     try:
         token = config.get("token_id") and config.get("token_secret")
         oauth = config.get("oauth_refresh_token")
@@ -124,6 +123,11 @@ def stop_argv(app_name: str, *, yes: bool = False) -> list[str]:
     return modal_argv("app", "stop", app_name, *(["--yes"] if yes else []))
 
 
+# The most entries `modal app logs --tail` fetches (Modal 1.6.4: modal/_logs.py _FETCH_LIMIT; above it, its
+# CLI answers with a usage error after starting up).
+LOGS_TAIL_MAX = 20_000
+
+
 def logs_argv(
     app_name: str, *, follow: bool = False, tail: int | None = None, since: str | None = None
 ) -> list[str]:
@@ -139,8 +143,8 @@ def logs_argv(
             f"--follow streams new entries only and cannot be combined with {given}; "
             "drop --follow to fetch past entries, or drop " + given + " to follow"
         )
-    if tail is not None and tail <= 0:
-        raise ValueError(f"--tail {tail}: give a positive number of entries")
+    if tail is not None and not 0 < tail <= LOGS_TAIL_MAX:
+        raise ValueError(f"--tail {tail}: give a number of entries from 1 to {LOGS_TAIL_MAX:,}")
     args = ["app", "logs", app_name]
     if follow:
         args.append("--follow")

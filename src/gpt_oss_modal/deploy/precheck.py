@@ -15,23 +15,15 @@ import importlib.util
 import os
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import NoReturn
 
 from gpt_oss_modal.core.config import DeployConfig
 from gpt_oss_modal.deploy.modal_ops import PROXY_KEY_ENV, PROXY_SECRET_ENV, proxy_credentials
+from gpt_oss_modal.install import install_hint
 
 # What the smoke test imports (gpt_oss_modal.clients.openai_api): both are dependencies of the package itself.
 CLIENT_PACKAGES = ("openai", "httpx")
 API_KEY_ENVS = ("VLLM_API_KEY", "GPT_OSS_API_KEY")
-
-
-def install_hint() -> str:
-    """The command that installs gpt-oss-modal with the Modal extra: from this checkout, else from PyPI."""
-    checkout = Path(__file__).resolve().parents[3]  # src/gpt_oss_modal/deploy/precheck.py -> the checkout
-    if (checkout / "pyproject.toml").is_file() and (checkout / "src" / "gpt_oss_modal").is_dir():
-        return f"pip install -e '.[modal]' in {checkout}"
-    return "pip install 'gpt-oss-modal[modal]'"
 
 
 def run_problem(cfg: DeployConfig, env: Mapping[str, str] | None = None) -> str | None:
@@ -48,7 +40,7 @@ def run_problem(cfg: DeployConfig, env: Mapping[str, str] | None = None) -> str 
     missing = [name for name in CLIENT_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         packages = f"the {' and '.join(missing)} package" + ("s" if len(missing) > 1 else "")
-        return f"the smoke test needs {packages}: {install_hint()}"
+        return f"the smoke test needs {packages}: {install_hint('modal')}"
     return None
 
 
