@@ -9,9 +9,9 @@ target's own, so the speed-up over plain decoding at concurrency c is
 
 E[tokens per verify step] is the drafter's mean acceptance length, which its publisher measured on their
 prompts; ours may accept more or less (`gpt-oss-modal bench` reports what a deployment accepts). The per-step
-costs are not measured yet: STEP_COSTS holds what is assumed, in one place, and the GPU measurement
-(scripts/gpu, the step-cost table of docs/performance.md) replaces it. Every figure derived here is labelled
-a model.
+costs are not measured yet: STEP_COSTS holds what is assumed, in one place, and the GPU measurement of
+verify and draft steps (docs/performance.md, "Speculative decoding", gives the runs) replaces it. Every
+figure derived here is labelled a model.
 """
 
 from __future__ import annotations
