@@ -192,6 +192,8 @@ def plan(
     t.add_row("kernels", f"MXFP4 MoE: {p.moe_kernel}, attention: {p.attention_backend}")
     for cost in p.boot_costs:
         t.add_row(f"boot {cost.boot}" + (" (chosen)" if cost.boot == p.boot else ""), boot_cost(cost))
+    if p.speculative is not None:
+        t.add_row("speculative", speculative_line(p.speculative))
     t.add_row("cost", f"${p.usd_per_hour:.2f}/hour while a container runs (Modal list price, {p.price_date})")
     t.add_row(
         "scaling",
@@ -205,6 +207,30 @@ def plan(
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     for source in dict.fromkeys(c.source for c in p.boot_costs):
         console.print(f"[dim]boot figures: {source}[/]", highlight=False, soft_wrap=True)
+    if p.speculative is not None:
+        est = p.speculative
+        console.print(
+            f"[dim]speculative {est.label}: acceptance from {escape(est.acceptance_source)}; {escape(est.assumptions)}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def speculative_line(est: Any) -> str:
+    """Speculative decoding in one line: on or off, the drafter, and the modelled speed-up (a model)."""
+    acc = "-".join(dict.fromkeys(f"{m:.2f}" for m in est.mean_acceptance))
+    single, at_max = est.speedup_single, est.speedup_max_inputs
+    state = "on" if est.on else "off"
+    line = (
+        f"{est.method} {state}: {est.drafter.split('@')[0]}, {est.tokens} draft tokens, mean acceptance {acc}; "
+        f"{single[0]:.1f}-{single[1]:.1f}x at 1 stream, {at_max[0]:.1f}-{at_max[1]:.1f}x at {est.max_inputs} "
+        f"streams ({est.label})"
+    )
+    if not est.gain_holds:
+        line += f"; no gain established at {est.max_inputs} streams" + (
+            "" if est.on else ", so it is off by default"
+        )
+    return line
 
 
 def boot_cost(cost: Any) -> str:

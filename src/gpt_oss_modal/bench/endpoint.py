@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from gpt_oss_modal.bench.metrics import RequestRecord
+from gpt_oss_modal.bench.metrics import RequestRecord, SpecCounters, parse_spec_counters
 from gpt_oss_modal.bench.options import BenchError, BenchOptions
 from gpt_oss_modal.bench.workload import Prompt
 
@@ -177,3 +177,20 @@ async def list_models(session: aiohttp.ClientSession, opts: BenchOptions) -> tup
     if status != 200 or not models or not isinstance(models[0], dict):
         return None, None
     return models[0].get("id"), models[0].get("root")
+
+
+async def spec_counters(session: aiohttp.ClientSession, opts: BenchOptions) -> SpecCounters | None:
+    """vLLM's speculative-decoding counters from the server's /metrics, or None when it exposes none (no
+    drafter, no /metrics, or not reachable): the benchmark then reports no acceptance figures."""
+    try:
+        async with session.get(
+            opts.base_url + "/metrics",
+            headers=opts.headers,
+            max_redirects=max_redirects(opts.request_timeout),
+        ) as resp:
+            if resp.status != 200:
+                return None
+            text = await resp.text(errors="replace")
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return None
+    return parse_spec_counters(text)

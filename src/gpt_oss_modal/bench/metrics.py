@@ -23,11 +23,15 @@ Requests at one concurrency level are all available at once (vLLM's `--request-r
 
 Cost per million output tokens = GPU $/hour x GPU count / (output tok/s x 3600) x 1e6, at the catalog's list
 price: what the sweep's throughput would cost if the GPUs were busy the whole time.
+
+Speculative decoding, where the server runs a drafter: vLLM's own counters at /metrics, read before and after
+each level, give the level's acceptance rate and mean acceptance length (SpecCounters, below).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -159,3 +163,90 @@ class GpuPrice:
     count: int
     usd_per_hour: float  # per GPU
     price_date: str = catalog.PRICE_DATE
+
+
+# --- speculative decoding, from vLLM's Prometheus counters --------------------------------------------
+# vLLM counts drafts at /metrics when it runs a drafter (vllm/v1/spec_decode/metrics.py, SpecDecodingProm);
+# prometheus_client writes a counter `name` as `name_total` (and `name_created`, which is a timestamp).
+# The figures are vLLM's own: acceptance rate = accepted / draft tokens, mean acceptance length =
+# 1 + accepted / drafts (the bonus token included), per position = accepted at that position / drafts.
+SPEC_COUNTERS = {
+    "vllm:spec_decode_num_drafts": "num_drafts",
+    "vllm:spec_decode_num_draft_tokens": "num_draft_tokens",
+    "vllm:spec_decode_num_accepted_tokens": "num_accepted_tokens",
+}
+SPEC_PER_POSITION = "vllm:spec_decode_num_accepted_tokens_per_pos"
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass
+class SpecCounters:
+    """vLLM's speculative-decoding counters at one moment, summed over engines."""
+
+    num_drafts: float = 0.0
+    num_draft_tokens: float = 0.0
+    num_accepted_tokens: float = 0.0
+    accepted_per_position: dict[int, float] = field(default_factory=dict)
+
+    def __add__(self, other: SpecCounters) -> SpecCounters:
+        return self._plus(other, 1.0)
+
+    def __sub__(self, other: SpecCounters) -> SpecCounters:
+        return self._plus(other, -1.0)
+
+    def _plus(self, other: SpecCounters, sign: float) -> SpecCounters:
+        positions = sorted(self.accepted_per_position.keys() | other.accepted_per_position.keys())
+        return SpecCounters(
+            self.num_drafts + sign * other.num_drafts,
+            self.num_draft_tokens + sign * other.num_draft_tokens,
+            self.num_accepted_tokens + sign * other.num_accepted_tokens,
+            {
+                p: self.accepted_per_position.get(p, 0.0) + sign * other.accepted_per_position.get(p, 0.0)
+                for p in positions
+            },
+        )
+
+
+def parse_spec_counters(text: str) -> SpecCounters | None:
+    """The speculative-decoding counters in a Prometheus text exposition, or None when it has none (a
+    server without a drafter, or not vLLM)."""
+    out, seen = SpecCounters(), False
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m is None:  # comments (# HELP, # TYPE) and blank lines
+            continue
+        name, labels, value = m.group(1), m.group(3) or "", m.group(4)
+        base = name.removesuffix("_total")
+        if base not in SPEC_COUNTERS and base != SPEC_PER_POSITION:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        seen = True
+        if base == SPEC_PER_POSITION:
+            position = dict(_LABEL.findall(labels)).get("position")
+            if position is not None and position.isdigit():
+                p = int(position)
+                out.accepted_per_position[p] = out.accepted_per_position.get(p, 0.0) + number
+            continue
+        attr = SPEC_COUNTERS[base]
+        setattr(out, attr, getattr(out, attr) + number)
+    return out if seen else None
+
+
+def spec_decode_summary(counters: SpecCounters) -> dict[str, Any]:
+    """What the counters of a level (after minus before) say: vLLM's acceptance figures, null without drafts."""
+    drafts, tokens, accepted = counters.num_drafts, counters.num_draft_tokens, counters.num_accepted_tokens
+    return {
+        "num_drafts": int(drafts),
+        "num_draft_tokens": int(tokens),
+        "num_accepted_tokens": int(accepted),
+        "acceptance_rate": accepted / tokens if tokens > 0 else None,
+        "mean_acceptance_length": 1 + accepted / drafts if drafts > 0 else None,
+        "per_position_acceptance_rate": [
+            v / drafts if drafts > 0 else None for _, v in sorted(counters.accepted_per_position.items())
+        ],
+        "accepted_per_position": [int(v) for _, v in sorted(counters.accepted_per_position.items())],
+    }

@@ -94,7 +94,14 @@ def table(result: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
         return str(v) if nd is None else "-" if v is None else f"{v:,.{nd}f}"
 
     rows = [[cell(lv[key], nd) for _, key, nd in spec] for lv in result["levels"]]
-    return title, [name for name, _, _ in spec], rows
+    columns = [name for name, _, _ in spec]
+    if any("speculative" in lv for lv in result["levels"]):  # only where the server counts drafts
+        columns += ["accept %", "accept len"]
+        for row, lv in zip(rows, result["levels"]):
+            sd = lv.get("speculative") or {}
+            rate = sd.get("acceptance_rate")
+            row += [cell(None if rate is None else 100 * rate, 1), cell(sd.get("mean_acceptance_length"), 2)]
+    return title, columns, rows
 
 
 def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
@@ -114,6 +121,19 @@ def notes(result: dict[str, Any]) -> list[str]:
         out.append(
             f"$/M out: {gpu['name']} x{gpu['count']} at ${gpu['usd_per_hour']:.4f}/GPU-hour "
             f"(Modal list price, {gpu['price_date']}), kept busy at the measured output rate."
+        )
+    sd = result.get("speculative")
+    if sd is not None:
+        per_pos = ", ".join("-" if r is None else f"{r:.2f}" for r in sd["per_position_acceptance_rate"])
+        rate, length = sd["acceptance_rate"], sd["mean_acceptance_length"]
+        out.append(
+            f"speculative decoding (vLLM's counters at /metrics, the whole sweep): {sd['num_drafts']:,} drafts, "
+            + (
+                f"acceptance {100 * rate:.1f}% of {sd['num_draft_tokens']:,} draft tokens, mean acceptance length "
+                f"{length:.2f} tokens per step; per position: {per_pos}"
+                if rate is not None and length is not None
+                else "no draft tokens"
+            )
         )
     for lv in result["levels"]:
         out += [f"[yellow]c={lv['concurrency']} error:[/] {escape(e)}" for e in lv["error_samples"]]

@@ -15,12 +15,14 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gpt_oss_modal.bench.endpoint import list_models, open_session, send_request
+from gpt_oss_modal.bench.endpoint import list_models, open_session, send_request, spec_counters
 from gpt_oss_modal.bench.metrics import (
     GpuPrice,
     RequestRecord,
+    SpecCounters,
     cost_per_million_output_tokens,
     last_line,
+    spec_decode_summary,
     summarize,
 )
 from gpt_oss_modal.bench.options import ENDPOINT_PATHS, BenchError, BenchOptions
@@ -35,6 +37,8 @@ class LevelRun:
     concurrency: int
     records: list[RequestRecord]
     duration_s: float
+    # vLLM's speculative-decoding counters over the timed requests (after minus before); None without them.
+    spec: SpecCounters | None = None
 
 
 async def run_level(
@@ -49,9 +53,11 @@ async def run_level(
     on_done: Callable[[RequestRecord], None] | None = None,
     count_tokens: Callable[[str], int] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    read_spec: bool = False,
 ) -> LevelRun:
     """One level: `num_requests` requests, or as many as start before `duration_s` has passed on `clock`.
-    Warm-up requests go first and are not counted."""
+    Warm-up requests go first and are not counted. read_spec: read vLLM's speculative-decoding counters
+    just before the timed requests and after them."""
     if (num_requests is None) == (duration_s is None):
         raise ValueError("give exactly one of num_requests and duration_s")
     async with open_session(concurrency, opts.request_timeout) as session:
@@ -64,6 +70,7 @@ async def run_level(
 
             await asyncio.gather(*(warm(i) for i in range(warmup)))
 
+        before = await spec_counters(session, opts) if read_spec else None
         records: list[RequestRecord] = []
         counter = iter(range(10**12))
         start = clock()
@@ -83,8 +90,10 @@ async def run_level(
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         duration = clock() - start
+        after = await spec_counters(session, opts) if before is not None else None
     records.sort(key=lambda r: r.start_time)
-    return LevelRun(concurrency, records, duration)
+    spec = after - before if before is not None and after is not None else None
+    return LevelRun(concurrency, records, duration, spec)
 
 
 def level_result(run: LevelRun, percentiles: Sequence[float], gpu: GpuPrice | None) -> dict[str, Any]:
@@ -94,6 +103,8 @@ def level_result(run: LevelRun, percentiles: Sequence[float], gpu: GpuPrice | No
         if gpu
         else None
     )
+    if run.spec is not None:  # only where the server counts drafts
+        res["speculative"] = spec_decode_summary(run.spec)
     return res
 
 
@@ -132,6 +143,9 @@ def build_result(
         "gpu": None if gpu is None else asdict(gpu),
         "levels": levels,
     }
+    spec = [r.spec for r in runs or () if r.spec is not None]
+    if spec:  # the whole sweep's acceptance, from the levels' counters
+        out["speculative"] = spec_decode_summary(sum(spec[1:], spec[0]))
     if opts.save_requests and runs is not None:
         out["requests"] = {str(r.concurrency): [asdict(rec) for rec in r.records] for r in runs}
     return out
@@ -172,6 +186,7 @@ async def _sweep(
     async with open_session(1, opts.request_timeout) as session:
         served = served_model or opts.served_model_name or (await list_models(session, opts))[0] or "llm"
         probe = await send_request(session, opts, served, prompts[0], count_tokens)
+        read_spec = await spec_counters(session, opts) is not None
     if not probe.success:
         raise BenchError(f"the first request to {opts.endpoint_url} failed: {last_line(probe.error)}")
 
@@ -198,6 +213,7 @@ async def _sweep(
             warmup=opts.warmup,
             on_done=on_done,
             count_tokens=count_tokens,
+            read_spec=read_spec,
         )
         if progress is not None and task is not None:
             progress.update(task, total=len(run.records), completed=len(run.records))

@@ -68,6 +68,45 @@ MAX_GPUS_PER_CONTAINER = 8
 
 
 @dataclass(frozen=True)
+class Drafter:
+    """A speculative-decoding drafter for one model: an EAGLE3 head (one decoder layer over the target's hidden
+    states), pinned like the model, with its shape (for the planner's memory) and what its publisher measured.
+
+    Its weights are counted from the shape: fc (3 x hidden -> hidden), one Llama decoder layer whose attention
+    reads 2 x hidden, and an lm_head over the draft vocabulary. The embedding is not counted: vLLM shares the
+    target's when the drafter's is absent or identical, as it is for heads trained with it frozen."""
+
+    repo: str  # Hugging Face repo id
+    revision: str | None  # the commit the engine loads; None: not pinned, so never deployed
+    source: str  # where the pin comes from
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    draft_vocab: int  # the lm_head's rows: a mapped subset of the target's vocabulary, or all of it
+    shape_source: str
+    # Mean acceptance length (tokens per verify step, the bonus token included, vLLM's convention), the range
+    # its publisher or a comparison reports, and at how many draft tokens.
+    mean_acceptance: tuple[float, float]
+    acceptance_source: str
+    published_tokens: int = 7
+    num_layers: int = 1
+    method: Literal["eagle3"] = "eagle3"
+
+    @property
+    def params(self) -> int:
+        h, i = self.hidden_size, self.intermediate_size
+        q, kv = self.num_attention_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        layer = 2 * h * (q + 2 * kv) + q * h + 3 * h * i + 6 * h  # attention over 2h, SwiGLU MLP, norms
+        return 3 * h * h + 3 * h + self.num_layers * layer + self.draft_vocab * h + h
+
+    @property
+    def weights_gib(self) -> float:
+        return self.params * 2 / GiB  # bfloat16
+
+
+@dataclass(frozen=True)
 class Model:
     id: str  # Hugging Face repo id
     short: str
@@ -85,6 +124,9 @@ class Model:
     # weights, tokenizer and chat template as today. Sources are noted where each model is defined.
     revision: str = "main"
     experts_per_token: int = 4  # num_experts_per_tok of both gpt-oss sizes
+    # The EAGLE3 drafter `speculative = "eagle3"` loads, and others published for the model (data only).
+    drafter: Drafter | None = None
+    other_drafters: tuple[Drafter, ...] = ()
 
     @property
     def full_attention_layers(self) -> int:
@@ -113,6 +155,38 @@ MODELS: dict[str, Model] = {
             # The revision Modal's own gpt-oss example pins (modal-labs/modal-examples,
             # 06_gpu_and_ml/llm-serving/gpt_oss_inference.py, MODEL_REVISION).
             revision="d666cf3b67006cf8227666739edf25164aaffdeb",
+            drafter=Drafter(
+                repo="RedHatAI/gpt-oss-20b-speculator.eagle3",
+                revision="97d07a21e8b7e2b667725dd92f579525c0a30d05",
+                source="what Modal's gpt-oss example pins, with 7 speculative tokens "
+                "(modal-labs/modal-examples, 06_gpu_and_ml/llm-serving/gpt_oss_inference.py)",
+                # Its speculators config: draft_vocab_size 64000, a one-layer Llama of gpt-oss's attention shape.
+                hidden_size=2880,
+                intermediate_size=2880,
+                num_attention_heads=64,
+                num_kv_heads=8,
+                head_dim=64,
+                draft_vocab=64000,
+                shape_source="the drafter's config.json (transformer_layer_config, draft_vocab_size)",
+                mean_acceptance=(2.4, 3.0),
+                acceptance_source="as reported for it on nebius/EAGLE3-gpt-oss-20b's model card",
+            ),
+            other_drafters=(
+                Drafter(
+                    repo="nebius/EAGLE3-gpt-oss-20b",
+                    revision=None,
+                    source="not pinned: data for comparison",
+                    hidden_size=2880,
+                    intermediate_size=2880,
+                    num_attention_heads=64,
+                    num_kv_heads=8,
+                    head_dim=64,
+                    draft_vocab=64000,
+                    shape_source="assumed the same as RedHat's drafter (config not read)",
+                    mean_acceptance=(3.0, 3.65),
+                    acceptance_source="its model card",
+                ),
+            ),
         ),
         Model(
             id="openai/gpt-oss-120b",
@@ -130,6 +204,25 @@ MODELS: dict[str, Model] = {
             # huggingface.co/api/models/openai/gpt-oss-120b/revision/<this>); its 15 safetensors shards
             # total 65,248,893,184 bytes, the 60.8 GiB above.
             revision="b5c939de8f754692c1647ca79fbf85e8c1e70f8a",
+            drafter=Drafter(
+                repo="nvidia/gpt-oss-120b-Eagle3-v3",
+                # One public source only: a survey of model pins that also pins openai/gpt-oss-120b at the
+                # revision above; not yet checked against huggingface.co/api/models/<repo>/revision/<this>.
+                revision="975baaffe27cc031ba21ae370602735d8e3df052",
+                source="vLLM's gpt-oss recipe (7 speculative tokens); revision from one public pin list",
+                # Not read from its config: an intermediate size of 6 x hidden and the full vocabulary, as in
+                # the published gpt-oss-120b EAGLE3 configs; ~795 M parameters, which matches the 849 MB
+                # Q8_0 GGUF of a gpt-oss-120b EAGLE3 head (ggml-org/gpt-oss-120b-GGUF).
+                hidden_size=2880,
+                intermediate_size=17280,
+                num_attention_heads=64,
+                num_kv_heads=8,
+                head_dim=64,
+                draft_vocab=201088,
+                shape_source="estimate: intermediate 17280 and the full vocabulary (config not read)",
+                mean_acceptance=(2.95, 2.95),
+                acceptance_source="its model card, at 7 draft tokens",
+            ),
         ),
     )
 }

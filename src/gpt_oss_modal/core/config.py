@@ -60,6 +60,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "port": (1, 65535, "a TCP port is 1 to 65535"),
     "startup_timeout": (30, 3 * 3600, "use 30 to 10800 seconds"),
     "timeout": (10, 24 * 3600, "Modal allows 10 to 86400 seconds"),
+    "speculative_tokens": (1, 10, "use 1 to 10 draft tokens per step (the published drafters run 3 to 7)"),
 }
 
 # The form of each name, and how to say it.
@@ -261,6 +262,15 @@ class DeployConfig(BaseSettings):
         "SDK's response chaining work. Nothing is ever evicted: memory grows with every stored response until "
         "the container stops, and each container has its own store (docs/clients.md).",
     )
+    speculative: Literal["off", "eagle3"] = Field(
+        "off",
+        description="Speculative decoding. `eagle3`: the model's EAGLE3 drafter (pinned in the catalog, "
+        "downloaded with the weights) proposes speculative_tokens tokens that the model checks in one step. "
+        "`plan` shows the modelled speed-up, `bench` the acceptance measured. `off`: plain decoding.",
+    )
+    speculative_tokens: int = Field(
+        7, description="Draft tokens per step with speculative = eagle3 (1-10; the published drafters run 7)."
+    )
     # NoDecode: from the environment this is shell words (or a JSON list), parsed by the validator below.
     extra_vllm_args: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -413,6 +423,11 @@ class DeployConfig(BaseSettings):
                     f"gpu: {self.gpu_count} GPUs means tensor-parallel size {self.gpu_count}, which must divide "
                     f"the model's {heads} attention heads; use 1, 2, 4 or 8 GPUs"
                 )
+        if self.speculative != "off" and (self.model_info is None or self.model_info.drafter is None):
+            raise ValueError(
+                f"speculative: {self.model} has no {self.speculative} drafter (the tiny checkpoint runs on the "
+                "CPU engine, which has none); set speculative = off"
+            )
         if self.snapshot and self.gpu_count > 1:
             # Untested, and: CUDA checkpointing cannot save the IPC memory that tensor-parallel custom
             # all-reduce and NCCL P2P share between the GPUs.
@@ -476,6 +491,13 @@ class DeployConfig(BaseSettings):
         """The model's Hugging Face revision: model_revision, else the catalog's pin ("main" for tiny)."""
         pinned = self.model_info.revision if self.model_info is not None else "main"
         return self.model_revision or pinned
+
+    @property
+    def drafter(self) -> catalog.Drafter | None:
+        """The drafter the engine loads (and the image downloads beside the weights), or None when off."""
+        if self.speculative == "off" or self.model_info is None:
+            return None
+        return self.model_info.drafter
 
     @property
     def context_asked_for(self) -> int | None:

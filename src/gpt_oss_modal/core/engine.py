@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gpt_oss_modal.core import speculative
 from gpt_oss_modal.core.config import SERVED_MODEL_NAME, DeployConfig
 from gpt_oss_modal.core.planner import Plan, require_fit
 
@@ -81,28 +82,35 @@ class EngineCommand:
 PREFILL_CAPTURE_SIZES = (128, 256, 512, 1024, 2048)
 
 
-def cudagraph_capture_sizes(max_inputs: int) -> list[int]:
+def cudagraph_capture_sizes(max_inputs: int, tokens_per_request: int = 1) -> list[int]:
     """CUDA-graph batch sizes (in tokens): every decode batch up to max_inputs, plus five prefill sizes.
 
     vLLM pads a batch up to the next captured size, so the decode sizes must reach max_inputs; vLLM's
     default goes on to 512, twice over (166 graphs, ~100 s on an H100). These 12-16 graphs take ~22 s
     and serve as fast as the default at concurrency 1 and 64 (measured: docs/performance.md).
+    With a drafter a request's decode step carries k + 1 tokens (tokens_per_request): vLLM rounds the sizes
+    up to multiples of it but never past the largest, which would leave most requests without a graph.
     """
     sizes = [s for s in (1, 2, 4) if s < max_inputs]
     sizes += list(range(8, max_inputs, 8))
-    sizes += [s for s in PREFILL_CAPTURE_SIZES if s > max_inputs]
-    return sorted(set(sizes) | {max_inputs})
+    decode = [s * tokens_per_request for s in sorted(set(sizes) | {max_inputs})]
+    return decode + [s for s in PREFILL_CAPTURE_SIZES if s > decode[-1]]
 
 
-def decode_capture_sizes(max_inputs: int) -> list[int]:
-    """Decode batch sizes (one token per request) up to max_inputs: 1, 2, 4, then steps of 8."""
-    return [s for s in cudagraph_capture_sizes(max_inputs) if s <= max_inputs]
+def decode_capture_sizes(max_inputs: int, tokens_per_request: int = 1) -> list[int]:
+    """Decode batch sizes (in tokens) up to max_inputs requests: 1, 2, 4, then steps of 8."""
+    return [
+        s
+        for s in cudagraph_capture_sizes(max_inputs, tokens_per_request)
+        if s <= max_inputs * tokens_per_request
+    ]
 
 
 def compilation_config(cfg: DeployConfig) -> dict | None:
     """vLLM's -cc for the boot mode; None for `eager` (which is a flag of its own, --enforce-eager)."""
+    step = speculative.tokens_per_step(cfg)
     if cfg.boot == "compiled":
-        return {"cudagraph_capture_sizes": cudagraph_capture_sizes(cfg.max_inputs)}
+        return {"cudagraph_capture_sizes": cudagraph_capture_sizes(cfg.max_inputs, step)}
     if cfg.boot == "fast":
         # No torch.compile (mode NONE): start-up as eager. Full CUDA graphs replay whole decode steps; every
         # attention backend vLLM picks for gpt-oss (FlashAttention 3, Triton, FlashInfer) supports them, so
@@ -110,7 +118,7 @@ def compilation_config(cfg: DeployConfig) -> dict | None:
         return {
             "mode": "NONE",
             "cudagraph_mode": "FULL_DECODE_ONLY",
-            "cudagraph_capture_sizes": decode_capture_sizes(cfg.max_inputs),
+            "cudagraph_capture_sizes": decode_capture_sizes(cfg.max_inputs, step),
         }
     return None
 
@@ -190,6 +198,9 @@ def build_command(
     # Secret), and dev mode's routes closed to all but the container's own hooks, under every auth setting.
     if (cfg.api_key_secret if target == "modal" else secret_env) or dev_mode:
         argv += ["--middleware", AUTH_MIDDLEWARE]
+    spec = speculative.engine_config(cfg, on_gpu=on_gpu)
+    if spec is not None:
+        argv += ["--speculative-config", json.dumps(spec, separators=(",", ":"))]
     argv += cfg.extra_vllm_args
 
     env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}

@@ -27,7 +27,7 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
-from gpt_oss_modal.core import catalog, measured
+from gpt_oss_modal.core import catalog, measured, speculative
 from gpt_oss_modal.core.catalog import GiB
 from gpt_oss_modal.core.config import ConfigError, DeployConfig
 from gpt_oss_modal.server import precompile
@@ -92,16 +92,21 @@ class Plan:
     max_usd_per_hour: float  # the ceiling: max_containers all running
     notes: list[str] = field(default_factory=list)
     reason: str | None = None  # why it does not fit, with a way out
+    # The drafter's memory (counted above when on) and its modelled speed-up; None for a model without one.
+    speculative: speculative.SpeculativeEstimate | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def kv_bytes_per_token(model: catalog.Model, tp: int) -> int:
+def kv_bytes_per_token(model: catalog.Model, tp: int, drafter: catalog.Drafter | None = None) -> int:
     """One token slot of the KV pool, per GPU. Both layer groups have the same size (half the layers each),
-    so the full-attention half's bytes per token is also the page size per token of the shared pool."""
+    so the full-attention half's bytes per token is also the page size per token of the shared pool.
+    A drafter's layer joins the full-attention group, and vLLM pads the sliding group to the same count
+    (12 + 13 for 20b: _get_kv_cache_groups_uniform_page_size), so each group grows by its layers."""
     kv_heads = max(1, model.num_kv_heads // tp)  # vLLM replicates KV heads when TP > KV heads
-    return model.full_attention_layers * 2 * kv_heads * model.head_dim * BF16_BYTES
+    layers = model.full_attention_layers + (drafter.num_layers if drafter is not None else 0)
+    return layers * 2 * kv_heads * model.head_dim * BF16_BYTES
 
 
 def in_flight_tokens(gpu: catalog.GPU) -> int:
@@ -165,16 +170,25 @@ class Memory:
     measured: bool  # the overhead was measured at this budget, on this class, on one GPU
 
 
-def _memory(model: catalog.Model, gpu: catalog.GPU, count: int, util: float, boot: str) -> Memory:
+def _memory(
+    model: catalog.Model,
+    gpu: catalog.GPU,
+    count: int,
+    util: float,
+    boot: str,
+    drafter: catalog.Drafter | None = None,
+) -> Memory:
     budget = gpu.vram_gib * util
-    weights = measured.WEIGHTS_GIB.get(model.id, model.weights_gib) / count
+    # The drafter's weights are sharded like the model's; its activations and graphs are not counted.
+    weights = (
+        measured.WEIGHTS_GIB.get(model.id, model.weights_gib) + (drafter.weights_gib if drafter else 0)
+    ) / count
     overhead, at_point = overhead_gib(model, boot, budget)
     kv_gib = budget - weights - overhead
-    slot = kv_bytes_per_token(model, count)
+    slot = kv_bytes_per_token(model, count, drafter)
     blocks = max(0, int(kv_gib * GiB // (slot * BLOCK_TOKENS)))
-    return Memory(
-        budget, weights, overhead, kv_gib, slot, blocks, at_point and count == 1 and gpu.vram_from_driver
-    )
+    measured_here = at_point and count == 1 and gpu.vram_from_driver and drafter is None
+    return Memory(budget, weights, overhead, kv_gib, slot, blocks, measured_here)
 
 
 def _memory_source(mem: Memory, gpu: catalog.GPU) -> str:
@@ -253,11 +267,15 @@ def _auto_context(model: catalog.Model, gpu: catalog.GPU, blocks: int) -> int | 
 
 
 def smallest_fitting_gpu(
-    model: catalog.Model, util: float, boot: str, context: int = min(STANDARD_CONTEXTS)
+    model: catalog.Model,
+    util: float,
+    boot: str,
+    context: int = min(STANDARD_CONTEXTS),
+    drafter: catalog.Drafter | None = None,
 ) -> catalog.GPU | None:
     """The single GPU with the least memory (then the lowest price) that holds the model with `context`."""
     for gpu in sorted(catalog.GPUS.values(), key=lambda g: (g.vram_gib, g.usd_per_hour)):
-        if longest_request(model, gpu, _memory(model, gpu, 1, util, boot).blocks) >= context:
+        if longest_request(model, gpu, _memory(model, gpu, 1, util, boot, drafter).blocks) >= context:
             return gpu
     return None
 
@@ -265,7 +283,7 @@ def smallest_fitting_gpu(
 def _fitting_count(model: catalog.Model, gpu: catalog.GPU, cfg: DeployConfig) -> int | None:
     """The fewest GPUs of this kind (a power of two, for tensor parallelism) that hold the model."""
     for count in (2, 4, 8):
-        mem = _memory(model, gpu, count, cfg.gpu_memory_utilization, cfg.boot)
+        mem = _memory(model, gpu, count, cfg.gpu_memory_utilization, cfg.boot, cfg.drafter)
         if longest_request(model, gpu, mem.blocks) >= min(STANDARD_CONTEXTS):
             return count
     return None
@@ -278,7 +296,7 @@ def plan(cfg: DeployConfig) -> Plan:
             f"model: {cfg.model!r} runs on the local CPU engine only; plan a GPU model (20b or 120b)"
         )
     gpu, count = cfg.gpu_type, cfg.gpu_count
-    mem = _memory(model, gpu, count, cfg.gpu_memory_utilization, cfg.boot)
+    mem = _memory(model, gpu, count, cfg.gpu_memory_utilization, cfg.boot, cfg.drafter)
     budget, weights, overhead, kv_gib = mem.budget, mem.weights, mem.overhead, mem.kv_gib
     max_context = longest_request(model, gpu, mem.blocks)
     notes: list[str] = []
@@ -306,7 +324,7 @@ def plan(cfg: DeployConfig) -> Plan:
             f"{math.floor(full_length * 100) / 100:.2f} requests of that length (vLLM's maximum concurrency); the largest that fits "
             f"is {max_context}: use --max-model-len {max_context} (or auto, the planner's choice)"
         )
-        bigger = smallest_fitting_gpu(model, cfg.gpu_memory_utilization, cfg.boot, max_len)
+        bigger = smallest_fitting_gpu(model, cfg.gpu_memory_utilization, cfg.boot, max_len, cfg.drafter)
         if bigger is not None and count == 1:
             reason += f", or --gpu {bigger.name}"
     if reason is None and (kv_gib <= 0 or max_len == 0 or max_context < max_len):
@@ -321,7 +339,7 @@ def plan(cfg: DeployConfig) -> Plan:
                 f"{model.id} on {where} leaves KV cache for one request of at most {max_context} tokens, "
                 f"fewer than max_model_len {max_len or min(STANDARD_CONTEXTS)}"
             )
-        better = smallest_fitting_gpu(model, cfg.gpu_memory_utilization, cfg.boot)
+        better = smallest_fitting_gpu(model, cfg.gpu_memory_utilization, cfg.boot, drafter=cfg.drafter)
         if better is not None and better.name != gpu.name:
             what += f"; smallest GPU that fits: {better.name} (use --gpu {better.name}"
             several = _fitting_count(model, gpu, cfg) if count == 1 else None
@@ -367,7 +385,8 @@ def plan(cfg: DeployConfig) -> Plan:
         weights_gib_per_gpu=round(weights, 2),
         overhead_gib_per_gpu=round(overhead, 2),
         kv_cache_gib_per_gpu=round(max(kv_gib, 0.0), 2),
-        memory_source=_memory_source(mem, gpu),
+        memory_source=_memory_source(mem, gpu)
+        + (", plus the drafter's weights and KV layer" if cfg.drafter else ""),
         kv_bytes_per_token=mem.slot_bytes,
         kv_tokens=kv_tokens,
         max_context=max_context,
@@ -390,6 +409,7 @@ def plan(cfg: DeployConfig) -> Plan:
         max_usd_per_hour=round(cfg.max_containers * per_container, 2),
         notes=notes,
         reason=reason,
+        speculative=speculative.estimate(cfg),
     )
 
 
