@@ -288,7 +288,7 @@ def plan(
     t.add_row("kernels", f"MXFP4 MoE: {p.moe_kernel}, attention: {p.attention_backend}")
     for cost in p.boot_costs:
         t.add_row(f"boot {cost.boot}" + (" (chosen)" if cost.boot == p.boot else ""), boot_cost(cost))
-    t.add_row("cost", f"${p.usd_per_hour:.2f}/hour while a container runs (Modal list price, {p.price_date})")
+    t.add_row("cost", running_cost(p))
     t.add_row(
         "scaling",
         f"{p.min_containers} to {p.max_containers} containers, scaling out at {p.target_inputs} requests per "
@@ -317,6 +317,16 @@ def boot_cost(cost: Any) -> str:
     if cost.single_stream_tok_s is None:
         parts.append("decode not measured")
     return ", ".join(parts) + f"; {cost.label}"
+
+
+def running_cost(p: Any) -> str:
+    """What one running container costs per hour, and of what: its GPUs, reserved cores and memory."""
+    gpus = f"{p.gpu} x{p.gpu_count}" if p.gpu_count > 1 else p.gpu
+    return (
+        f"${p.usd_per_hour:.2f}/hour while a container runs: {gpus} ${p.gpu_usd_per_hour:.2f} + "
+        f"{p.cpu:g} cores ${p.cpu_usd_per_hour:.2f} + {p.memory_gib:g} GiB ${p.memory_usd_per_hour:.2f} "
+        f"(Modal list prices: GPUs {p.price_date}, CPU and memory {catalog.RESOURCE_PRICE_DATE})"
+    )
 
 
 def always_on(p: Any) -> str:
@@ -520,7 +530,8 @@ def _print_plan(cfg: DeployConfig, p: Any) -> None:
     gpus = f"{p.gpu} x{p.gpu_count}" if p.gpu_count > 1 else p.gpu
     err.print(
         f"{p.model} on {gpus}: {p.max_model_len:,}-token context, up to {p.max_inputs} requests per "
-        f"container, MXFP4 {p.moe_kernel}, boot {p.boot}, ${p.usd_per_hour:.2f}/hour while a container runs; "
+        f"container, MXFP4 {p.moe_kernel}, boot {p.boot}, ${p.usd_per_hour:.2f}/hour while a container runs "
+        f"({p.cpu:g} cores, {p.memory_gib:g} GiB and the GPU); "
         f"always on ${p.always_on_usd_per_day:,.2f}/day (min_containers {p.min_containers}), at most "
         f"${p.max_usd_per_hour:,.2f}/hour (max_containers {p.max_containers})",
         highlight=False,
