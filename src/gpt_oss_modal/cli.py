@@ -552,6 +552,23 @@ def _modal_call(argv: list[str], env: dict[str, str] | None = None) -> None:
         raise typer.Exit(rc)  # Modal printed why
 
 
+def _fill_caches(cfg: DeployConfig) -> None:
+    """Before a GPU starts: what the volumes lack for cfg, filled by the app's one-off functions (the
+    weights on a CPU, then the MoE routing kernels on the GPU), each in an ephemeral app of its own."""
+    from gpt_oss_modal.deploy import modal_ops
+    from gpt_oss_modal.server import precompile
+
+    try:
+        missing = modal_ops.missing_caches(cfg, precompile.routing_for(cfg))
+    except modal_ops.ModalError as e:
+        fail(str(e), 1)
+    say = {"weights": f"downloading {cfg.model}'s weights into the volume (on a CPU)",
+           "kernels": "compiling the MoE routing kernels into the cache volume (on the GPU, once)"}  # fmt: skip
+    for what in missing:
+        err.print(f"{say[what]} ...", highlight=False, soft_wrap=True)
+        _modal_call(modal_ops.function_argv(modal_ops.FILL_FUNCTIONS[what]), modal_ops.side_env(cfg))
+
+
 @app.command()
 @takes_config("modal")
 def deploy(loaded: LoadedConfig) -> None:
@@ -569,6 +586,7 @@ def deploy(loaded: LoadedConfig) -> None:
     _print_plan(cfg, p)
     if notice := snapshot_key_notice(cfg):
         err.print(f"[yellow]note:[/] {escape(notice)}", highlight=False, soft_wrap=True)
+    _fill_caches(cfg)
     _modal_call(modal_ops.deploy_argv(), modal_ops.app_env(cfg))
     try:
         url = modal_ops.deployed_url(cfg.app_name)
@@ -599,7 +617,25 @@ def modal_run(loaded: LoadedConfig) -> None:
     # What the smoke test needs from this machine, checked before Modal builds anything.
     if problem := precheck.run_problem(cfg):
         fail(problem)
+    _fill_caches(cfg)
     _modal_call(modal_ops.run_argv(), modal_ops.app_env(cfg))
+
+
+@app.command()
+@takes_config("modal")
+def download(loaded: LoadedConfig) -> None:
+    """Download the model's pinned revision into the huggingface-cache volume, on a CPU.
+
+    Only the files vLLM loads, with progress in the log; returns at once when the volume has them, and
+    resumes a download cut short. `deploy` and `run` do this first by themselves when the volume lacks
+    the revision, so that no GPU waits for the download.
+    """
+    from gpt_oss_modal.deploy import modal_ops
+
+    cfg = loaded.config
+    _deployable(cfg)
+    _modal_ready()
+    _modal_call(modal_ops.function_argv(modal_ops.FILL_FUNCTIONS["weights"]), modal_ops.side_env(cfg))
 
 
 @app.command()
@@ -816,10 +852,19 @@ def chat(
 def doctor(
     loaded: LoadedConfig,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    remote: Annotated[
+        bool,
+        typer.Option(
+            "--remote",
+            help="Ask the image itself, on the GPU, for cents: driver, CUDA, torch, vLLM, backends.",
+        ),
+    ] = False,
 ) -> None:
     """The container this config deploys, checked without calling Modal: image, lock, revision, volumes, command.
 
-    Exits 2 with one line when the config cannot be deployed, 1 when a check of the image fails.
+    With --remote, a short function on the exact image and GPU reports the driver, CUDA, torch and vLLM, and
+    the attention backend vLLM picks. Exits 2 with one line when the config cannot be deployed, 1 when a
+    check fails.
     """
     from gpt_oss_modal.deploy import doctor as checkup
 
@@ -827,11 +872,44 @@ def doctor(
         report = checkup.report(loaded.config)
     except ConfigError as e:
         fail(str(e))
+    if remote:
+        _doctor_remote(loaded.config, as_json)
+        return
     if as_json:
         print(json.dumps(report, indent=2))
     else:
         console.print(checkup.render(report), highlight=False, markup=False, soft_wrap=True)
     if checkup.failed(report):
+        raise typer.Exit(1)
+
+
+def _doctor_remote(cfg: DeployConfig, as_json: bool) -> None:
+    """`doctor --remote`: the app's probe function on the image and GPU, in an ephemeral app."""
+    import os
+
+    from gpt_oss_modal.deploy import doctor as checkup
+    from gpt_oss_modal.deploy import modal_ops
+
+    _modal_ready()
+    # The app module resolves its config from the shipped JSON, as under `modal run` (no warm containers).
+    os.environ[modal_ops.CONFIG_JSON_ENV] = modal_ops.side_env(cfg, {})[modal_ops.CONFIG_JSON_ENV]
+    import modal
+    from gpt_oss_modal import modal_app
+
+    try:
+        with modal.enable_output(), modal_app.app.run():
+            fact = modal_app.doctor_probe.remote()
+    except Exception as e:
+        fail(f"doctor --remote: {' '.join(str(e).split())[:300] or type(e).__name__}", 1)
+    if as_json:
+        print(json.dumps(fact, indent=2))
+    else:
+        expected = {
+            "attention": catalog.attention_backend(cfg.gpu_type),
+            "moe": catalog.moe_kernel(cfg.gpu_type),
+        }
+        console.print(checkup.render_remote(fact, expected), highlight=False, markup=False, soft_wrap=True)
+    if not all(c["ok"] for c in checkup.remote_checks(fact)):
         raise typer.Exit(1)
 
 
