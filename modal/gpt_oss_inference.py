@@ -9,8 +9,8 @@ without editing code: `GPT_OSS_*` environment variables or `gpt-oss-modal.toml` 
 variables (GPU_CONFIG, MODEL_NAME, FAST_BOOT, MAX_MODEL_LEN, SCALEDOWN_WINDOW, MAX_INPUTS) still work, with
 its defaults. `gpt-oss-modal deploy` does the same with flags and checks first.
 
-This file only re-exports the app. The container never imports it: Modal records that `serve` (or, with
-`snapshot = true`, the class `Server`) is defined in `gpt_oss_modal.modal_app` and imports that module
+This file only re-exports the app. The container never imports it: Modal records that the class `Server`
+(and the weights download beside it) is defined in `gpt_oss_modal.modal_app` and imports that module
 there, from the package the app's image ships with `add_local_python_source`.
 """
 
@@ -43,9 +43,7 @@ except ModuleNotFoundError as e:
     )
     raise SystemExit(2) from None
 
-app, main = modal_app.app, modal_app.main
-# The web endpoint: the function `serve`, or with `snapshot = true` the class `Server` (method `serve`).
-serve = getattr(modal_app, "serve", None)
-Server = getattr(modal_app, "Server", None)
+# The app, its smoke test, and the class whose method `serve` is the web endpoint.
+app, main, Server = modal_app.app, modal_app.main, modal_app.Server
 
-__all__ = ["Server", "app", "main", "serve"]
+__all__ = ["Server", "app", "main"]

@@ -4,7 +4,7 @@
     python scripts/lock_image.py --vllm-version 0.27.0    # a new release: then deploy with --vllm-version
 
 It resolves `vllm==<version>` plus the container's own requirements (`gpt_oss_modal.deploy.image`) with
-`uv pip compile` for the container's Python and platform, every package pinned with its hashes, and writes
+`uv pip compile` for the container's Python and platform, wheels only, every package pinned with its hashes, and writes
 `src/gpt_oss_modal/deploy/locks/container-vllm-<version>.txt` with a header recording those inputs (tests and
 `deploy` refuse a lock whose inputs no longer match). Needs uv (`pip install uv`) and the package index.
 """
@@ -43,15 +43,23 @@ def uv_version(uv: list[str]) -> str:
 def compile_lock(vllm_version: str, uv: list[str]) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "container.in").write_text("\n".join(image.requirements(vllm_version)) + "\n")
+        # uv prefers the versions an existing output file pins: re-locking (a new platform tag, a new
+        # requirement) changes only what must change, not every package that had a release since.
+        existing = image.lock_path(vllm_version)
+        if existing.exists():
+            shutil.copy(existing, Path(tmp, "container.txt"))
         argv = [
             *uv,
             "pip",
             "compile",
             "container.in",
+            "--output-file",
+            "container.txt",
             "--python-version",
             image.PYTHON_VERSION,
             "--python-platform",
             image.PLATFORM,
+            *image.ONLY_BINARY.split(),  # wheels only: a package with none for the platform fails here
             "--generate-hashes",
             "--no-header",
             "--quiet",
@@ -59,7 +67,7 @@ def compile_lock(vllm_version: str, uv: list[str]) -> str:
         r = subprocess.run(argv, cwd=tmp, capture_output=True, text=True)
         if r.returncode:
             sys.exit(f"error: uv could not resolve vllm=={vllm_version}:\n{r.stderr}")
-        return r.stdout
+        return Path(tmp, "container.txt").read_text()
 
 
 def header(vllm_version: str, uv: str) -> str:
@@ -70,6 +78,7 @@ def header(vllm_version: str, uv: str) -> str:
         f"# requirements: {', '.join(image.requirements(vllm_version))}",
         f"# python: {image.PYTHON_VERSION}",
         f"# platform: {image.PLATFORM}",
+        f"# only-binary: {image.ONLY_BINARY.split()[-1]}",
         f"# inputs-sha256: {image.inputs_digest(vllm_version)}",
         f"# uv: {uv}",
     ]

@@ -48,13 +48,17 @@ def test_plan_shows_the_always_on_cost_and_the_ceiling(cli) -> None:
     assert r.returncode == 0, r.stderr
     price = json.loads(cli("gpus", "--json").stdout)["gpus"]
     h100 = next(g["usd_per_hour"] for g in price if g["gpu"] == "H100")
+    # A running container costs its GPU and the cores and memory it reserves (20b: 4 cores, 16 GiB).
+    running = json.loads(cli("plan", "-g", "H100", "--json").stdout)["usd_per_hour"]
+    assert running > h100
     rows = {
         line.split("│")[1].strip(): line.split("│")[2].strip()
         for line in r.stdout.splitlines()
         if "│" in line
     }
-    assert rows["always on"].startswith(f"${h100 * 24:,.2f}/day: min_containers 1")
-    assert rows["ceiling"].startswith(f"${3 * h100:,.2f}/hour at most: max_containers 3")
+    assert rows["cost"].startswith(f"${running:.2f}/hour while a container runs: H100 ${h100:.2f} + 4 cores")
+    assert rows["always on"].startswith(f"${running * 24:,.2f}/day: min_containers 1")
+    assert rows["ceiling"].startswith(f"${3 * running:,.2f}/hour at most: max_containers 3")
     assert rows["scaling"].startswith("1 to 3 containers, scaling out at 40 requests per container")
     assert cli("plan").stdout.count("$0.00/day: scales to zero when idle") == 1
 
@@ -266,7 +270,9 @@ def test_tables_into_a_pipe_keep_their_natural_width(cli) -> None:
     lines = r.stdout.splitlines()
     assert max(len(line) for line in lines) > 80  # not cut to 80 columns
     cost = next(line for line in lines if "cost" in line)
-    assert "/hour while a container runs (Modal list price, " in cost  # the whole row, on one line
+    assert (
+        "/hour while a container runs: " in cost and "CPU and memory 20" in cost
+    )  # the whole row, on one line
     note = next(line for line in lines if line.startswith("note:"))
     assert note.endswith("to trade concurrency for context")  # a note is one line
     r = cli("config")

@@ -26,6 +26,8 @@ MODAL_COMMANDS = [
     ["stop"],
     ["logs"],
     ["url"],
+    ["download"],
+    ["doctor", "--remote"],
     ["volumes", "list"],
     ["volumes", "clear", "vllm-cache", "--yes"],
     ["chat", "hello"],
@@ -119,12 +121,15 @@ def test_deploy_public_prints_the_plan_and_warns_once_before_calling_modal(cli, 
     r = cli("deploy", "--public", env={**FAKE_TOKEN, "MODAL_SERVER_URL": hangs_up}, timeout=300)
     assert r.returncode != 0
     assert "openai/gpt-oss-20b on A10G: 32,768-token context, up to 50 requests per container" in r.stderr
-    # The plan line prices the floor and the ceiling of the scaling settings.
-    from gpt_oss_modal.core import catalog
+    # The plan line prices the floor and the ceiling of the scaling settings: whole containers, GPU, cores
+    # and memory.
+    from gpt_oss_modal.core import planner
 
-    ceiling = 2 * catalog.GPUS["A10G"].usd_per_hour
+    running = planner.container_resources(DeployConfig()).usd_per_hour
+    assert f"${running:.2f}/hour while a container runs (4 cores, 16 GiB and the GPU)" in r.stderr
     assert (
-        f"always on $0.00/day (min_containers 0), at most ${ceiling:,.2f}/hour (max_containers 2)" in r.stderr
+        f"always on $0.00/day (min_containers 0), at most ${2 * running:,.2f}/hour (max_containers 2)"
+        in r.stderr
     )
     assert r.stderr.count("anyone with the URL can call it") == 1, r.stderr
 
@@ -164,6 +169,9 @@ def test_modal_argv() -> None:
     py = [sys.executable, "-m", "modal"]
     assert modal_ops.deploy_argv() == [*py, "deploy", "-m", "gpt_oss_modal.modal_app"]
     assert modal_ops.run_argv() == [*py, "run", "-m", "gpt_oss_modal.modal_app::main"]
+    assert modal_ops.function_argv("download_weights") == [
+        *py, "run", "-m", "gpt_oss_modal.modal_app::download_weights",
+    ]  # fmt: skip
     assert modal_ops.stop_argv("x") == [*py, "app", "stop", "x"]
     assert modal_ops.stop_argv("x", yes=True) == [*py, "app", "stop", "x", "--yes"]
     assert modal_ops.logs_argv("x", follow=True) == [*py, "app", "logs", "x", "--follow"]
@@ -241,7 +249,26 @@ def test_proxy_credentials_and_sizes() -> None:
     assert modal_ops.human_bytes(13 * 1024**3 + 10) == "13.0 GiB"
 
 
+def test_one_off_runs_keep_no_container_warm() -> None:
+    cfg = DeployConfig(min_containers=2, buffer_containers=1, max_containers=3)
+    shipped = DeployConfig.model_validate_json(modal_ops.side_env(cfg, {})[CONFIG_JSON_ENV])
+    assert (shipped.min_containers, shipped.buffer_containers) == (0, 0)
+    assert shipped.model_copy(update={"min_containers": 2, "buffer_containers": 1}) == cfg
+
+
+@pytest.mark.parametrize(
+    ("app_name", "label"),
+    [
+        ("gpt-oss-vllm-inference", "gpt-oss-vllm-inference-serve"),
+        ("my-llm", "my-llm-serve"),
+        ("A_b.c", "a-b-c-serve"),
+    ],
+)
+def test_the_endpoint_label_is_the_app_name_and_serve(app_name: str, label: str) -> None:
+    assert modal_ops.endpoint_label(app_name) == label
+
+
 def test_help_lists_the_modal_commands(cli) -> None:
     r = cli("--help")
-    for name in ("deploy", "run", "stop", "logs", "url", "volumes", "chat"):
+    for name in ("deploy", "run", "download", "stop", "logs", "url", "volumes", "chat"):
         assert name in r.stdout

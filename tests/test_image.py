@@ -92,7 +92,7 @@ def test_container_requirements_follow_pyproject() -> None:
 CONTAINER_IMPORTS = """
 import importlib.metadata as md, json, sys
 import gpt_oss_modal.server.auth, gpt_oss_modal.core.catalog, gpt_oss_modal.core.config, gpt_oss_modal.core.engine
-import gpt_oss_modal.deploy.image, gpt_oss_modal.core.planner
+import gpt_oss_modal.deploy.image, gpt_oss_modal.core.planner, gpt_oss_modal.deploy.weights, gpt_oss_modal.deploy.doctor
 tops = {name.split(".")[0] for name in sys.modules} - set(sys.stdlib_module_names) - {"gpt_oss_modal"}
 dists = md.packages_distributions()
 def where(top):  # a module no distribution claims: fine unless it was installed (lives in site-packages)
@@ -172,10 +172,8 @@ def layers(img: Any) -> list[tuple[list[str], dict[str, str], Any]]:
 
 
 def web_function(mod: Any) -> Any:
-    """The function (or with snapshots, the class's service function) that carries the container settings."""
-    if mod.cfg.snapshot:
-        return synchronizer._translate_out(synchronizer._translate_in(mod.Server)._class_service_function)
-    return mod.serve
+    """The server class's service function, which carries the container settings."""
+    return synchronizer._translate_out(synchronizer._translate_in(mod.Server)._class_service_function)
 
 
 def image_facts(mod: Any) -> dict[str, Any]:

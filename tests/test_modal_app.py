@@ -1,16 +1,17 @@
 """The Modal app as Modal sees it: import it with a config and read the real Modal objects it built.
 
-Where Modal 1.6 keeps each setting of a function defined with @app.function/@modal.concurrent/
-@modal.web_server (modal 1.6.4 is pinned by the `modal` extra):
-- `serve.info()` (a modal.types.FunctionInfo): gpus, timeout, startup_timeout, concurrency (max_inputs),
-  volumes (name per mount path), secrets (reprs), regions, web_info.unauthenticated;
-- the undecorated `_Function`: `_spec` (the GPU string, the Secret objects) and `_webhook_config` (the
-  web server's port, startup timeout and proxy auth, as sent to Modal);
-- the scale-down window and min/max/buffer containers only in the AutoscalerSettings proto that the
-  function's loader sends to Modal; target_inputs in `info().concurrency_info`.
+Where Modal 1.6 keeps each setting of the class defined with @app.cls/@modal.concurrent and its
+@modal.web_server method (modal 1.6.4 is pinned by the `modal` extra):
+- the class's service function's `info()` (a modal.types.FunctionInfo): gpus, cpu/memory, timeout,
+  startup_timeout, concurrency (max_inputs), volumes (name per mount path), secrets (reprs), regions, the
+  method names and each method's web info;
+- the undecorated `_Function`: `_spec` (the GPU string, the Secret objects);
+- what its loader sends to Modal (the loader's closure): the AutoscalerSettings proto (scale-down window,
+  min/max/buffer containers), the snapshot options, and the method definitions with the web server's
+  webhook config (port, startup timeout, proxy auth, and the label that makes its URL).
 
-Then the container's side: a fresh interpreter with nothing but GPT_OSS_CONFIG_JSON runs `serve()`, which
-starts a stand-in `vllm` that records its argv and environment. And `modal deploy` / `modal run` of the
+Then the container's side: a fresh interpreter with nothing but GPT_OSS_CONFIG_JSON runs the class's
+hooks, which start a stand-in `vllm` that records its argv and environment. And `modal deploy` / `modal run` of the
 seed's entry point, with no Modal token anywhere, get through the import and stop at authentication.
 """
 
@@ -33,7 +34,7 @@ modal = pytest.importorskip("modal")
 
 from modal._utils.async_utils import synchronizer  # noqa: E402
 
-from gpt_oss_modal.core import catalog, engine  # noqa: E402
+from gpt_oss_modal.core import catalog, engine, planner  # noqa: E402
 from gpt_oss_modal.core.config import (  # noqa: E402
     CONFIG_JSON_ENV,
     ORIGINAL_ENV,
@@ -41,7 +42,7 @@ from gpt_oss_modal.core.config import (  # noqa: E402
     DeployConfig,
     load_config,
 )
-from gpt_oss_modal.deploy import modal_ops  # noqa: E402
+from gpt_oss_modal.deploy import doctor, modal_ops, weights  # noqa: E402
 from gpt_oss_modal.server import auth, lifecycle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,39 +77,64 @@ def check_scaling(info: Any, autoscaler: Any, cfg: DeployConfig) -> None:
     assert info.concurrency_info.target_inputs == cfg.target_inputs  # None: Modal aims at max_inputs
 
 
+def service(mod: Any) -> Any:
+    """The server class's service function (one per Modal class: it carries the container's settings)."""
+    return synchronizer._translate_out(raw(mod.Server)._class_service_function)
+
+
+def webhook(mod: Any) -> Any:
+    """The web server method's webhook config, as the class's loader sends it to Modal."""
+    return loader_settings(service(mod))["method_definitions"][modal_ops.SERVE_METHOD].webhook_config
+
+
 def check_function(mod: Any, cfg: DeployConfig) -> None:
-    """Every setting of the deployed function equals what the config says."""
-    info = mod.serve.info()
-    fn = raw(mod.serve)
+    """Every setting of the deployed server class equals what the config says (either shape of start-up)."""
+    fn = service(mod)
+    info, settings = fn.info(), loader_settings(fn)
     name, _, count = cfg.gpu.partition(":")
     assert info.gpus == [(name, int(count or 1))]
-    assert fn._spec.gpus == cfg.gpu  # the Modal GPU string, e.g. "H100:2"
+    assert raw(fn)._spec.gpus == cfg.gpu  # the Modal GPU string, e.g. "H100:2"
     assert info.timeout == cfg.timeout
     assert info.startup_timeout == cfg.effective_startup_timeout()
-    check_scaling(info, loader_settings(mod.serve)["autoscaler_settings"], cfg)
+    check_scaling(info, settings["autoscaler_settings"], cfg)
     assert {path: v.name for path, v in info.volumes.items()} == {
         engine.HF_CACHE_DIR: "huggingface-cache",
         engine.VLLM_CACHE_DIR: "vllm-cache",
     }
     assert info.regions == ([cfg.region] if cfg.region else None)
-    web = fn._webhook_config
+    # The web endpoint is the method `serve`: a web server on the engine's port, at the original's URL.
+    assert info.method_names == [modal_ops.SERVE_METHOD]
+    assert info.method_details[modal_ops.SERVE_METHOD].unauthenticated == (not cfg.requires_proxy_auth)
+    web = webhook(mod)
     assert web.type == modal._partial_function.api_pb2.WEBHOOK_TYPE_WEB_SERVER
     assert web.web_server_port == cfg.port
     assert web.web_server_startup_timeout == cfg.effective_startup_timeout()
     assert web.requires_proxy_auth == cfg.requires_proxy_auth
-    assert info.web_info.unauthenticated == (not cfg.requires_proxy_auth)
+    assert web.requested_suffix == modal_ops.endpoint_label(cfg.app_name)
     # The config travels as a Secret holding exactly the resolved JSON (no api_key in it).
-    shipped = fn._spec.secrets[0]._load_env_dict()
+    shipped = raw(fn)._spec.secrets[0]._load_env_dict()
     assert set(shipped) == {CONFIG_JSON_ENV}
     assert DeployConfig.model_validate_json(shipped[CONFIG_JSON_ENV]) == cfg.model_copy(
         update={"api_key": None}
     )
     assert mod.app.name == cfg.app_name
+    registered = raw(mod.app)._local_state
+    assert set(registered.classes) == {modal_ops.SERVER_CLASS}
+    assert registered.web_endpoints == [f"{modal_ops.SERVER_CLASS}.{modal_ops.SERVE_METHOD}"]
     # What the container will run is the command builder's output for this config, nothing else.
     assert mod.command == engine.build_command(cfg, target="modal")
-    assert info.memory_mib is None  # Modal's default: without snapshots the weights go to the GPU only
-    # The body (start, health, warm-up) must finish before Modal's startup timeout kills the container.
+    # Cores and memory reserved beside the GPU: the planner's, which `plan` prices.
+    resources = planner.container_resources(cfg)
+    assert (settings["cpu"], settings["memory"]) == (resources.cpu, resources.memory_mib)
+    assert info.memory_mib == resources.memory_mib and resources.cpu >= 4
+    # The start-up (start, health, warm-up, and sleep with snapshots) ends before Modal's startup timeout.
     assert mod.budget.total < info.startup_timeout
+    # The snapshot options go out only with snapshots; without, one plain enter hook starts the engine.
+    assert settings["enable_memory_snapshot"] is cfg.snapshot
+    assert settings["experimental_options"] == ({"enable_gpu_snapshot": "True"} if cfg.snapshot else {})
+    if not cfg.snapshot:
+        # (Modal files a plain @modal.enter() with the hooks that run after a restore: every start.)
+        assert hooks(mod.Server) == {"snap": [], "restore": ["start"], "exit": ["stop"]}
 
 
 def test_the_defaults_deploy_the_originals_settings(load_app) -> None:
@@ -116,7 +142,7 @@ def test_the_defaults_deploy_the_originals_settings(load_app) -> None:
     cfg = DeployConfig()
     assert mod.cfg == cfg
     check_function(mod, cfg)
-    info, autoscaler = mod.serve.info(), loader_settings(mod.serve)["autoscaler_settings"]
+    info, autoscaler = service(mod).info(), loader_settings(service(mod))["autoscaler_settings"]
     assert info.gpus == [("A10G", 1)] and info.concurrency_info.max_inputs == 50
     assert autoscaler.scaledown_window == 300
     assert (autoscaler.min_containers, autoscaler.max_containers, autoscaler.buffer_containers) == (0, 2, 0)
@@ -129,8 +155,8 @@ def test_scale_and_cost_settings_reach_the_function(load_app) -> None:
     mod = load_app(**settings)
     cfg = DeployConfig(min_containers=1, max_containers=4, buffer_containers=1, target_inputs=24)
     check_function(mod, cfg)
-    assert mod.serve.info().concurrency_info.target_inputs == 24
-    autoscaler = loader_settings(mod.serve)["autoscaler_settings"]
+    assert service(mod).info().concurrency_info.target_inputs == 24
+    autoscaler = loader_settings(service(mod))["autoscaler_settings"]
     assert (autoscaler.min_containers, autoscaler.max_containers, autoscaler.buffer_containers) == (1, 4, 1)
 
 
@@ -153,8 +179,8 @@ def test_20b_on_h100(load_app) -> None:
     assert mod.cfg == cfg
     check_function(mod, cfg)
     assert mod.app.name == "gpt-oss-vllm-inference"
-    assert mod.serve.info().secrets == ["Secret.from_dict([GPT_OSS_CONFIG_JSON])"]
-    assert raw(mod.serve)._webhook_config.requires_proxy_auth is True
+    assert service(mod).info().secrets == ["Secret.from_dict([GPT_OSS_CONFIG_JSON])"]
+    assert webhook(mod).requires_proxy_auth is True
     argv = mod.command.argv
     assert argv[argv.index("--served-model-name") + 1] == "llm"
     assert argv[argv.index("--host") + 1] == "0.0.0.0"
@@ -164,7 +190,7 @@ def test_120b_on_two_h100_fast_boot(load_app) -> None:
     mod = load_app(model="120b", gpu="H100:2", boot="fast")
     cfg = DeployConfig(model="120b", gpu="H100:2", boot="fast")
     check_function(mod, cfg)
-    assert mod.serve.info().gpus == [("H100", 2)]
+    assert service(mod).info().gpus == [("H100", 2)]
     argv = mod.command.argv
     assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
     assert '"cudagraph_mode":"FULL_DECODE_ONLY"' in argv[argv.index("--compilation-config") + 1]
@@ -181,8 +207,8 @@ def test_20b_on_l4_with_small_concurrency_and_short_scaledown(load_app) -> None:
     mod = load_app(model="20b", gpu="L4", max_inputs="8", scaledown_window="60")
     cfg = DeployConfig(model="20b", gpu="L4", max_inputs=8, scaledown_window=60)
     check_function(mod, cfg)
-    assert mod.serve.info().concurrency_info.max_inputs == 8
-    assert loader_settings(mod.serve)["autoscaler_settings"].scaledown_window == 60
+    assert service(mod).info().concurrency_info.max_inputs == 8
+    assert loader_settings(service(mod))["autoscaler_settings"].scaledown_window == 60
     argv = mod.command.argv
     assert argv[argv.index("--max-num-seqs") + 1] == "8"
 
@@ -190,8 +216,8 @@ def test_20b_on_l4_with_small_concurrency_and_short_scaledown(load_app) -> None:
 def test_public_endpoint_has_no_proxy_auth_and_warns(load_app, capsys: pytest.CaptureFixture[str]) -> None:
     mod = load_app(public="true")
     check_function(mod, DeployConfig(public=True))
-    assert raw(mod.serve)._webhook_config.requires_proxy_auth is False
-    assert mod.serve.info().web_info.unauthenticated is True
+    assert webhook(mod).requires_proxy_auth is False
+    assert service(mod).info().method_details["serve"].unauthenticated is True
     assert "anyone with the URL can call it" in capsys.readouterr().err
 
 
@@ -200,17 +226,17 @@ def test_region_port_timeouts_and_app_name(load_app) -> None:
     mod = load_app(**settings)
     cfg = DeployConfig(region="us-east", port=9000, timeout=600, startup_timeout=900, app_name="my-llm")
     check_function(mod, cfg)
-    assert mod.serve.info().regions == ["us-east"]
+    assert service(mod).info().regions == ["us-east"]
 
 
 def test_api_key_secret_is_attached_and_required(load_app) -> None:
     mod = load_app(api_key_secret="gpt-oss-key")
-    info = mod.serve.info()
+    info = service(mod).info()
     assert info.secrets == [
         "Secret.from_dict([GPT_OSS_CONFIG_JSON])",
         "modal.Secret.from_name('gpt-oss-key')",
     ]
-    assert raw(mod.serve)._webhook_config.requires_proxy_auth is True  # both layers, not either
+    assert webhook(mod).requires_proxy_auth is True  # both layers, not either
 
 
 @pytest.mark.parametrize(
@@ -241,12 +267,83 @@ def test_seed_entry_re_exports_the_app(load_app, monkeypatch: pytest.MonkeyPatch
     spec.loader.exec_module(seed)
     assert seed.app.name == "gpt-oss-vllm-inference"
     registered = raw(seed.app)._local_state  # what `modal deploy` will create
-    assert set(registered.functions) == {"serve"}
-    assert set(registered.local_entrypoints) == {"main"}
-    assert registered.web_endpoints == ["serve"]
-    # The container imports the module that defines `serve`, not this file; the image ships that package.
-    assert raw(seed.serve)._source_info.module_name == "gpt_oss_modal.modal_app"
-    assert "gpt_oss_modal" in raw(seed.serve)._spec.image._added_python_source_set
+    assert set(registered.classes) == {"Server"}
+    assert set(registered.functions) == {"Server.*", "download_weights", "doctor_probe"}
+    assert set(registered.local_entrypoints) == {"main"}  # so `modal run` of the file needs no ::main
+    assert registered.web_endpoints == ["Server.serve"]
+    # The container imports the module that defines the class, not this file; the image ships that package.
+    fn = raw(seed.Server)._class_service_function
+    assert fn._source_info.module_name == "gpt_oss_modal.modal_app"
+    assert "gpt_oss_modal" in fn._spec.image._added_python_source_set
+
+
+@pytest.mark.parametrize(
+    ("settings", "label"),
+    [
+        ({}, "gpt-oss-vllm-inference-serve"),
+        ({"snapshot": "true"}, "gpt-oss-vllm-inference-serve"),
+        ({"app_name": "my-llm"}, "my-llm-serve"),
+        ({"app_name": "Team_LLM.v2", "snapshot": "true", "gpu": "H100"}, "team-llm-v2-serve"),
+    ],
+)
+def test_the_endpoint_keeps_the_originals_url(load_app, settings: dict, label: str) -> None:
+    """`https://<workspace>--gpt-oss-vllm-inference-serve.modal.run`, the URL the original's function
+    `serve` had, whichever start-up the class has; another app name gives `<app_name>-serve`."""
+    mod = load_app(**settings)
+    assert webhook(mod).requested_suffix == label  # what Modal makes `<workspace>--<label>.modal.run` of
+    assert raw(mod.Server)._method_partials["serve"].params.webhook_config.requested_suffix == label
+    # `url`, `stop` and the smoke test find it by the same names: class, then method.
+    assert (modal_ops.SERVER_CLASS, modal_ops.SERVE_METHOD) == ("Server", "serve")
+    assert repr(getattr(mod.Server(), modal_ops.SERVE_METHOD)) == "Method(Server.serve)"
+    assert mod.app.name == mod.cfg.app_name
+
+
+def test_the_weights_download_is_a_cpu_function_on_the_hf_volume(load_app) -> None:
+    mod = load_app(model="120b", gpu="H100", hf_token_secret="hf")
+    fn = raw(mod.download_weights)
+    info = mod.download_weights.info()
+    assert fn._spec.gpus is None and info.gpus == []  # no GPU billed while the weights download
+    assert (fn._spec.cpu, fn._spec.memory) == (weights.CPU, weights.MEMORY_MIB)
+    assert {path: v.name for path, v in info.volumes.items()} == {engine.HF_CACHE_DIR: "huggingface-cache"}
+    assert info.timeout == weights.TIMEOUT_S
+    assert info.secrets == [
+        "Secret.from_dict([GPT_OSS_CONFIG_JSON])",
+        "modal.Secret.from_name('hf')",
+    ]
+    # The same image as the server (nothing more to build), and the HF token for the server too.
+    assert fn._spec.image is raw(mod.Server)._class_service_function._spec.image
+    assert "modal.Secret.from_name('hf')" in service(mod).info().secrets
+
+
+@pytest.mark.parametrize(
+    ("gpu", "kernels"), [("H100", True), ("H200", True), ("A10G", False), ("B200", False)]
+)
+def test_the_kernel_precompile_is_a_gpu_function_on_hopper_only(load_app, gpu: str, kernels: bool) -> None:
+    mod = load_app(gpu=gpu)
+    assert hasattr(mod, "precompile_kernels") == kernels
+    assert (mod.routing is not None) == kernels
+    if kernels:
+        info = mod.precompile_kernels.info()
+        assert info.gpus == [(gpu, 1)]
+        assert {path: v.name for path, v in info.volumes.items()} == {engine.VLLM_CACHE_DIR: "vllm-cache"}
+
+
+def test_the_kernel_marker_the_cli_looks_for_is_the_one_the_container_writes(monkeypatch) -> None:
+    from gpt_oss_modal.server import precompile
+
+    cfg = DeployConfig(gpu="H100")
+    routing = precompile.routing_for(cfg)
+    monkeypatch.setattr(precompile.importlib.metadata, "version", lambda _name: cfg.vllm_version)
+    written = routing.marker(precompile.triton_cache_dir(engine.COMPILE_CACHE_ENV))
+    assert str(written) == f"{engine.VLLM_CACHE_DIR}/{modal_ops.kernels_marker(cfg.vllm_version, routing)}"
+
+
+def test_the_doctor_probe_runs_on_the_image_and_gpu(load_app) -> None:
+    mod = load_app(gpu="L4")
+    fn, info = raw(mod.doctor_probe), mod.doctor_probe.info()
+    assert info.gpus == [("L4", 1)] and info.timeout == doctor.PROBE_TIMEOUT_S
+    assert fn._spec.image is raw(mod.Server)._class_service_function._spec.image
+    assert not info.volumes  # it reads nothing and writes nothing
 
 
 # --- the container's side: a fresh interpreter with only GPT_OSS_CONFIG_JSON, and a stand-in `vllm` ----------
@@ -355,13 +452,28 @@ def run_in_container(
     return r, entries
 
 
+START_AND_SERVE = textwrap.dedent(
+    """\
+    import gpt_oss_modal.modal_app as m
+    from modal._utils.async_utils import synchronizer
+    from modal._partial_function import _find_partial_methods_for_user_cls as find, _PartialFunctionFlags as F
+    user_cls = synchronizer._translate_in(m.Server)._user_cls
+    server = user_cls.__new__(user_cls)
+    find(user_cls, F.ENTER_POST_SNAPSHOT)["start"].raw_f(server)  # the enter hook, before any request
+    find(user_cls, F.interface_flags())["serve"].raw_f(server)  # the web server's body
+    print("RETURNED", flush=True)
+    """
+)
+
+
 def test_container_serve_starts_the_built_command_and_returns_once_warm(tmp_path: Path) -> None:
-    """serve()'s body, run as Modal runs it: start exactly the built command, wait for health, warm up."""
+    """The enter hook and the web server, run as Modal runs them: start exactly the built command, wait
+    for health, warm up; only then may requests come."""
     cfg = load_config(
         {"model": "120b", "gpu": "H100:2", "max_inputs": 24, "api_key_secret": "k", "port": free_port()}
     ).config
     expected = engine.build_command(cfg, target="modal")
-    script = "import gpt_oss_modal.modal_app as m; m.serve.local(); print('RETURNED', flush=True)"
+    script = START_AND_SERVE
     r, entries = run_in_container(tmp_path, cfg, script, GPT_OSS_MODEL="20b", VLLM_API_KEY="from-the-secret")
     assert r.returncode == 0 and "RETURNED" in r.stdout, r.stderr
     started, requests = entries[0], entries[1:]
@@ -453,44 +565,12 @@ def hooks(cls: Any) -> dict[str, list[str]]:
 
 
 def check_snapshot_class(mod: Any, cfg: DeployConfig) -> None:
-    """The class deploys with the same container settings as the function would, plus the snapshots."""
-    assert not hasattr(mod, "serve")  # one shape per deployment: the class replaces the function
-    fn = service_function(mod.Server)
-    info = synchronizer._translate_out(fn).info()
-    settings = loader_settings(synchronizer._translate_out(fn))
-    assert settings["enable_memory_snapshot"] is True
-    assert settings["experimental_options"] == {"enable_gpu_snapshot": "True"}  # Modal sends it as text
-    name, _, count = cfg.gpu.partition(":")
-    assert info.gpus == [(name, int(count or 1))]
-    assert fn._spec.gpus == cfg.gpu
-    assert info.timeout == cfg.timeout
-    assert info.startup_timeout == cfg.effective_startup_timeout()
-    check_scaling(info, settings["autoscaler_settings"], cfg)
-    assert {path: v.name for path, v in info.volumes.items()} == {
-        engine.HF_CACHE_DIR: "huggingface-cache",
-        engine.VLLM_CACHE_DIR: "vllm-cache",
-    }
-    assert info.regions == ([cfg.region] if cfg.region else None)
-    shipped = fn._spec.secrets[0]._load_env_dict()
-    assert DeployConfig.model_validate_json(shipped[CONFIG_JSON_ENV]) == cfg.model_copy(
-        update={"api_key": None}
-    )
-    # The web endpoint is the method `serve`, a web server on the engine's port.
-    assert info.method_names == [modal_ops.SERVE_FUNCTION]
-    assert info.method_details[modal_ops.SERVE_FUNCTION].unauthenticated == (not cfg.requires_proxy_auth)
-    web = raw(mod.Server)._method_partials[modal_ops.SERVE_FUNCTION].params.webhook_config
-    assert web.type == modal._partial_function.api_pb2.WEBHOOK_TYPE_WEB_SERVER
-    assert web.web_server_port == cfg.port
-    assert web.web_server_startup_timeout == cfg.effective_startup_timeout()
-    assert web.requires_proxy_auth == cfg.requires_proxy_auth
+    """The class deploys with the same container settings as without snapshots, plus the snapshots."""
+    check_function(mod, cfg)
+    info = service(mod).info()
     # start (snap=True) runs before the snapshot, wake_up (snap=False) after every restore.
     assert hooks(mod.Server) == {"snap": ["start"], "restore": ["wake_up"], "exit": ["stop"]}
-    assert mod.app.name == cfg.app_name
-    registered = raw(mod.app)._local_state
-    assert set(registered.classes) == {modal_ops.SERVER_CLASS}
-    assert registered.web_endpoints == [f"{modal_ops.SERVER_CLASS}.{modal_ops.SERVE_FUNCTION}"]
     # Same engine command as without snapshots, plus sleep mode and the dev-mode routes it needs.
-    assert mod.command == engine.build_command(cfg, target="modal")
     assert "--enable-sleep-mode" in mod.command.argv
     assert mod.command.env["VLLM_SERVER_DEV_MODE"] == "1"
     assert auth.MIDDLEWARE in mod.command.argv  # the dev routes are closed under every auth setting
@@ -500,7 +580,6 @@ def check_snapshot_class(mod: Any, cfg: DeployConfig) -> None:
     # The pre-snapshot hook (start, health, warm-up, sleep) ends strictly before the startup timeout.
     assert mod.budget.total + mod.budget.margin == pytest.approx(info.startup_timeout)
     assert 0 < mod.budget.ready and mod.budget.total < info.startup_timeout
-    assert repr(mod.web_endpoint()) == f"Method({modal_ops.SERVER_CLASS}.{modal_ops.SERVE_FUNCTION})"
 
 
 def test_snapshot_20b_on_h100_is_a_class_with_gpu_snapshots(load_app) -> None:
@@ -520,7 +599,7 @@ def test_snapshot_120b_with_key_region_and_settings(load_app) -> None:
         api_key_secret="gpt-oss-key", min_containers=1, max_containers=3, buffer_containers=2, target_inputs=12,
     )  # fmt: skip
     check_snapshot_class(mod, cfg)
-    info = synchronizer._translate_out(service_function(mod.Server)).info()
+    info = service(mod).info()
     assert info.secrets == [
         "Secret.from_dict([GPT_OSS_CONFIG_JSON])",
         "modal.Secret.from_name('gpt-oss-key')",
@@ -585,7 +664,7 @@ def test_seed_entry_re_exports_the_snapshot_class(load_app) -> None:
     spec = importlib.util.spec_from_file_location("gpt_oss_inference_seed_snap", SEED_ENTRY)
     seed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(seed)
-    assert seed.serve is None and seed.Server is not None
+    assert not hasattr(seed, "serve") and seed.Server is not None
     assert set(raw(seed.app)._local_state.classes) == {"Server"}
     # The container imports the module that defines the class, from the package the image ships.
     assert service_function(seed.Server)._source_info.module_name == "gpt_oss_modal.modal_app"

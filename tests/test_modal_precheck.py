@@ -191,3 +191,38 @@ def test_the_install_hint_needs_only_the_standard_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == install.install_hint("bench")
+
+
+# --- `doctor --remote`: what the probe reports, rendered here ---------------------------------------------
+
+
+def test_a_remote_report_renders_with_its_checks() -> None:
+    from gpt_oss_modal.deploy import doctor
+
+    fact = {
+        "python": "3.12.11", "cpus": 4,
+        "gpu": {"name": "NVIDIA A10G", "driver": "570.133.20", "memory": "23028 MiB", "count": "1"},
+        "torch": {"version": "2.11.0+cu130", "cuda": "13.0", "available": False, "capability": "8.6",
+                  "device": "NVIDIA A10G"},
+        "vllm": None, "attention_backend": None,
+        "errors": {"vllm": "RuntimeError: CUDA driver too old", "attention_backend": "ImportError: no vllm"},
+    }  # fmt: skip
+    text = doctor.render_remote(fact, {"attention": "TRITON_ATTN", "moe": "marlin"})
+    assert "NVIDIA A10G x1, 23028 MiB" in text and "2.11.0+cu130 (CUDA 13.0, SM 8.6)" in text
+    assert "(planner: TRITON_ATTN)" in text and "(planner: marlin)" in text
+    assert "vllm: RuntimeError: CUDA driver too old" in text
+    failed = [c["check"] for c in doctor.remote_checks(fact) if not c["ok"]]
+    assert failed == ["NVIDIA driver 570.133.20 >= 580 (CUDA 13)", "torch sees the GPU", "vLLM imports"]
+    good = fact | {"gpu": fact["gpu"] | {"driver": "580.65.06"}, "torch": fact["torch"] | {"available": True},
+                   "vllm": {"version": "0.26.0", "platform": "CudaPlatform"}}  # fmt: skip
+    assert all(c["ok"] for c in doctor.remote_checks(good))
+
+
+def test_the_probe_reports_what_it_cannot_learn_instead_of_failing() -> None:
+    """Here (no GPU, no nvidia-smi) every question fails or answers, and the probe still returns a report."""
+    from gpt_oss_modal.deploy import doctor
+
+    fact = doctor.probe({"head_dim": 64, "num_attention_heads": 64})
+    assert fact["cpus"] >= 1 and fact["python"]
+    for key in ("gpu", "torch", "vllm", "attention_backend"):
+        assert key in fact and (fact[key] is not None or key in fact["errors"])

@@ -36,7 +36,7 @@ def test_the_default_plan_is_the_originals_deployment() -> None:
         50,
     )
     assert p.max_model_len_source == "config"
-    assert p.usd_per_hour == catalog.GPUS["A10G"].usd_per_hour
+    assert p.gpu_usd_per_hour == catalog.GPUS["A10G"].usd_per_hour
 
 
 @pytest.mark.parametrize("gpu", ["L4", "A10G"])
@@ -53,7 +53,7 @@ def test_20b_on_h100_full_context_triton_and_price() -> None:
     p = plan(DeployConfig(model="20b", gpu="H100", max_model_len="auto"))
     assert p.fits and p.max_model_len == 131072 and p.max_context == 131072
     assert p.moe_kernel == "triton"
-    assert p.usd_per_hour == catalog.GPUS["H100"].usd_per_hour
+    assert p.gpu_usd_per_hour == catalog.GPUS["H100"].usd_per_hour
     assert p.price_date == catalog.PRICE_DATE
     assert p.full_length_concurrency >= 4
 
@@ -61,7 +61,7 @@ def test_20b_on_h100_full_context_triton_and_price() -> None:
 def test_tensor_parallel_multiplies_price_and_splits_weights() -> None:
     one = plan(DeployConfig(model="120b", gpu="H100", max_model_len="auto"))
     two = plan(DeployConfig(model="120b", gpu="H100:2", max_model_len="auto"))
-    assert two.usd_per_hour == pytest.approx(2 * one.usd_per_hour)
+    assert two.gpu_usd_per_hour == pytest.approx(2 * one.gpu_usd_per_hour)
     assert two.weights_gib_per_gpu == pytest.approx(one.weights_gib_per_gpu / 2, abs=0.01)
     assert two.kv_tokens > one.kv_tokens
     assert two.max_model_len >= one.max_model_len
@@ -107,16 +107,18 @@ def test_explicit_context_beyond_the_cache_is_refused_with_the_largest_that_fits
 
 
 def test_scale_settings_price_the_floor_and_the_ceiling() -> None:
-    price = catalog.GPUS["H100"].usd_per_hour
-    p = plan(
-        DeployConfig(gpu="H100:2", min_containers=1, max_containers=4, buffer_containers=1, target_inputs=40)
+    cfg = DeployConfig(
+        gpu="H100:2", min_containers=1, max_containers=4, buffer_containers=1, target_inputs=40
     )
+    p = plan(cfg)
+    price = p.usd_per_hour / 2  # per GPU of the container, its cores and memory included
     assert (p.min_containers, p.max_containers, p.buffer_containers, p.target_inputs) == (1, 4, 1, 40)
     assert p.always_on_usd_per_day == pytest.approx(1 * 2 * price * 24, abs=0.01)
     assert p.max_usd_per_hour == pytest.approx(4 * 2 * price, abs=0.01)
     default = plan(DeployConfig())
     assert default.always_on_usd_per_day == 0 and default.target_inputs == default.max_inputs
-    assert default.max_usd_per_hour == pytest.approx(2 * catalog.GPUS["A10G"].usd_per_hour, abs=0.01)
+    assert default.max_usd_per_hour == pytest.approx(2 * default.usd_per_hour, abs=0.01)
+    assert default.usd_per_hour > catalog.GPUS["A10G"].usd_per_hour  # the cores and memory are billed too
 
 
 def test_tiny_is_not_planned() -> None:
@@ -185,3 +187,45 @@ def test_vram_from_the_driver_where_known() -> None:
     assert catalog.GPUS["H200"].vram_gib * 1024 == pytest.approx(143771)
     assert catalog.GPUS["H100"].vram_gib * 1024 == pytest.approx(81559)
     assert "data sheet" in plan(DeployConfig(model="20b", gpu="L40S")).memory_source
+
+
+# --- what a running container costs: GPUs, reserved cores and memory ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "cpu", "memory_gib"),
+    [
+        ({}, 4.0, 16.0),  # 20b on the default A10G
+        ({"model": "120b", "gpu": "H100"}, 8.0, 32.0),
+        ({"model": "120b", "gpu": "H100:2"}, 9.0, 36.0),  # one more engine worker per extra GPU
+        ({"model": "20b", "gpu": "H100", "snapshot": True}, 4.0, 12.8 + catalog.SNAPSHOT_HEADROOM_GIB),
+        ({"model": "120b", "gpu": "H200", "snapshot": True}, 8.0, 60.8 + catalog.SNAPSHOT_HEADROOM_GIB),
+    ],
+)
+def test_a_container_reserves_cores_and_memory_and_pays_for_them(
+    settings: dict, cpu: float, memory_gib: float
+) -> None:
+    from gpt_oss_modal.core.planner import container_resources
+
+    cfg = DeployConfig(**settings)
+    r = container_resources(cfg)
+    assert r.cpu == cpu and r.memory_mib == pytest.approx(memory_gib * 1024, abs=1)
+    assert r.gpu_usd_per_hour == pytest.approx(cfg.gpu_type.usd_per_hour * cfg.gpu_count)
+    assert r.cpu_usd_per_hour == pytest.approx(cpu * 0.0000131 * 3600)  # Modal's per-core-second price
+    assert r.memory_usd_per_hour == pytest.approx(r.memory_mib / 1024 * 0.00000222 * 3600)
+    p = plan(cfg)
+    # The plan's hourly price is the whole container's, and the floor and ceiling are built from it.
+    assert p.usd_per_hour == pytest.approx(
+        r.gpu_usd_per_hour + r.cpu_usd_per_hour + r.memory_usd_per_hour, abs=1e-4
+    )
+    assert (p.cpu, p.memory_gib) == (r.cpu, round(r.memory_mib / 1024, 2))
+    assert p.usd_per_hour > p.gpu_usd_per_hour
+    assert p.max_usd_per_hour == pytest.approx(cfg.max_containers * p.usd_per_hour, abs=0.01)
+
+
+def test_the_default_container_costs_its_gpu_plus_four_cores_and_16_gib() -> None:
+    p = plan(DeployConfig(min_containers=1))
+    # $1.1016 (A10G) + 4 x $0.04716 + 16 x $0.007992 = $1.4181 an hour.
+    assert p.usd_per_hour == pytest.approx(1.1016 + 4 * 0.04716 + 16 * 0.007992, abs=1e-4)
+    assert p.always_on_usd_per_day == pytest.approx(24 * 1.4181, abs=0.01)
+    assert p.max_usd_per_hour == pytest.approx(2 * 1.4181, abs=0.01)

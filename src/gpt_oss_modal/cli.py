@@ -194,7 +194,7 @@ def plan(
         t.add_row(f"boot {cost.boot}" + (" (chosen)" if cost.boot == p.boot else ""), boot_cost(cost))
     if p.speculative is not None:
         t.add_row("speculative", speculative_line(p.speculative))
-    t.add_row("cost", f"${p.usd_per_hour:.2f}/hour while a container runs (Modal list price, {p.price_date})")
+    t.add_row("cost", running_cost(p))
     t.add_row(
         "scaling",
         f"{p.min_containers} to {p.max_containers} containers, scaling out at {p.target_inputs} requests per "
@@ -247,6 +247,16 @@ def boot_cost(cost: Any) -> str:
     if cost.single_stream_tok_s is None:
         parts.append("decode not measured")
     return ", ".join(parts) + f"; {cost.label}"
+
+
+def running_cost(p: Any) -> str:
+    """What one running container costs per hour, and of what: its GPUs, reserved cores and memory."""
+    gpus = f"{p.gpu} x{p.gpu_count}" if p.gpu_count > 1 else p.gpu
+    return (
+        f"${p.usd_per_hour:.2f}/hour while a container runs: {gpus} ${p.gpu_usd_per_hour:.2f} + "
+        f"{p.cpu:g} cores ${p.cpu_usd_per_hour:.2f} + {p.memory_gib:g} GiB ${p.memory_usd_per_hour:.2f} "
+        f"(Modal list prices: GPUs {p.price_date}, CPU and memory {catalog.RESOURCE_PRICE_DATE})"
+    )
 
 
 def always_on(p: Any) -> str:
@@ -450,7 +460,8 @@ def _print_plan(cfg: DeployConfig, p: Any) -> None:
     gpus = f"{p.gpu} x{p.gpu_count}" if p.gpu_count > 1 else p.gpu
     err.print(
         f"{p.model} on {gpus}: {p.max_model_len:,}-token context, up to {p.max_inputs} requests per "
-        f"container, MXFP4 {p.moe_kernel}, boot {p.boot}, ${p.usd_per_hour:.2f}/hour while a container runs; "
+        f"container, MXFP4 {p.moe_kernel}, boot {p.boot}, ${p.usd_per_hour:.2f}/hour while a container runs "
+        f"({p.cpu:g} cores, {p.memory_gib:g} GiB and the GPU); "
         f"always on ${p.always_on_usd_per_day:,.2f}/day (min_containers {p.min_containers}), at most "
         f"${p.max_usd_per_hour:,.2f}/hour (max_containers {p.max_containers})",
         highlight=False,
@@ -471,6 +482,23 @@ def _modal_call(argv: list[str], env: dict[str, str] | None = None) -> None:
         raise typer.Exit(rc)  # Modal printed why
 
 
+def _fill_caches(cfg: DeployConfig) -> None:
+    """Before a GPU starts: what the volumes lack for cfg, filled by the app's one-off functions (the
+    weights on a CPU, then the MoE routing kernels on the GPU), each in an ephemeral app of its own."""
+    from gpt_oss_modal.deploy import modal_ops
+    from gpt_oss_modal.server import precompile
+
+    try:
+        missing = modal_ops.missing_caches(cfg, precompile.routing_for(cfg))
+    except modal_ops.ModalError as e:
+        fail(str(e), 1)
+    say = {"weights": f"downloading {cfg.model}'s weights into the volume (on a CPU)",
+           "kernels": "compiling the MoE routing kernels into the cache volume (on the GPU, once)"}  # fmt: skip
+    for what in missing:
+        err.print(f"{say[what]} ...", highlight=False, soft_wrap=True)
+        _modal_call(modal_ops.function_argv(modal_ops.FILL_FUNCTIONS[what]), modal_ops.side_env(cfg))
+
+
 @app.command()
 @takes_config("modal")
 def deploy(loaded: LoadedConfig) -> None:
@@ -488,6 +516,7 @@ def deploy(loaded: LoadedConfig) -> None:
     _print_plan(cfg, p)
     if notice := snapshot_key_notice(cfg):
         err.print(f"[yellow]note:[/] {escape(notice)}", highlight=False, soft_wrap=True)
+    _fill_caches(cfg)
     _modal_call(modal_ops.deploy_argv(), modal_ops.app_env(cfg))
     try:
         url = modal_ops.deployed_url(cfg.app_name)
@@ -518,7 +547,25 @@ def modal_run(loaded: LoadedConfig) -> None:
     # What the smoke test needs from this machine, checked before Modal builds anything.
     if problem := precheck.run_problem(cfg):
         fail(problem)
+    _fill_caches(cfg)
     _modal_call(modal_ops.run_argv(), modal_ops.app_env(cfg))
+
+
+@app.command()
+@takes_config("modal")
+def download(loaded: LoadedConfig) -> None:
+    """Download the model's pinned revision into the huggingface-cache volume, on a CPU.
+
+    Only the files vLLM loads, with progress in the log; returns at once when the volume has them, and
+    resumes a download cut short. `deploy` and `run` do this first by themselves when the volume lacks
+    the revision, so that no GPU waits for the download.
+    """
+    from gpt_oss_modal.deploy import modal_ops
+
+    cfg = loaded.config
+    _deployable(cfg)
+    _modal_ready()
+    _modal_call(modal_ops.function_argv(modal_ops.FILL_FUNCTIONS["weights"]), modal_ops.side_env(cfg))
 
 
 @app.command()
@@ -736,10 +783,19 @@ def chat(
 def doctor(
     loaded: LoadedConfig,
     as_json: JsonOpt = False,
+    remote: Annotated[
+        bool,
+        typer.Option(
+            "--remote",
+            help="Ask the image itself, on the GPU, for cents: driver, CUDA, torch, vLLM, backends.",
+        ),
+    ] = False,
 ) -> None:
     """The container this config deploys, checked without calling Modal: image, lock, revision, volumes, command.
 
-    Exits 2 with one line when the config cannot be deployed, 1 when a check of the image fails.
+    With --remote, a short function on the exact image and GPU reports the driver, CUDA, torch and vLLM, and
+    the attention backend vLLM picks. Exits 2 with one line when the config cannot be deployed, 1 when a
+    check fails.
     """
     from gpt_oss_modal.deploy import doctor as checkup
 
@@ -747,11 +803,44 @@ def doctor(
         report = checkup.report(loaded.config)
     except ConfigError as e:
         fail(str(e))
+    if remote:
+        _doctor_remote(loaded.config, as_json)
+        return
     if as_json:
         print(json.dumps(report, indent=2))
     else:
         console.print(checkup.render(report), highlight=False, markup=False, soft_wrap=True)
     if checkup.failed(report):
+        raise typer.Exit(1)
+
+
+def _doctor_remote(cfg: DeployConfig, as_json: bool) -> None:
+    """`doctor --remote`: the app's probe function on the image and GPU, in an ephemeral app."""
+    import os
+
+    from gpt_oss_modal.deploy import doctor as checkup
+    from gpt_oss_modal.deploy import modal_ops
+
+    _modal_ready()
+    # The app module resolves its config from the shipped JSON, as under `modal run` (no warm containers).
+    os.environ[modal_ops.CONFIG_JSON_ENV] = modal_ops.side_env(cfg, {})[modal_ops.CONFIG_JSON_ENV]
+    import modal
+    from gpt_oss_modal import modal_app
+
+    try:
+        with modal.enable_output(), modal_app.app.run():
+            fact = modal_app.doctor_probe.remote()
+    except Exception as e:
+        fail(f"doctor --remote: {' '.join(str(e).split())[:300] or type(e).__name__}", 1)
+    if as_json:
+        print(json.dumps(fact, indent=2))
+    else:
+        expected = {
+            "attention": catalog.attention_backend(cfg.gpu_type),
+            "moe": catalog.moe_kernel(cfg.gpu_type),
+        }
+        console.print(checkup.render_remote(fact, expected), highlight=False, markup=False, soft_wrap=True)
+    if not all(c["ok"] for c in checkup.remote_checks(fact)):
         raise typer.Exit(1)
 
 

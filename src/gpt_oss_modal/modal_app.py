@@ -1,8 +1,9 @@
 """# GPT-OSS as a private, OpenAI-compatible API on Modal, served by vLLM
 
 This module is the Modal app. Read it top to bottom: it resolves what to run, builds the container image,
-attaches the caches, and starts `vllm serve` behind a Modal web endpoint. `modal run` on it starts a
-temporary server and smoke-tests it; `modal deploy` keeps it.
+attaches the caches, fills them once on the cheapest machine that can (the weights on a CPU, the kernels on
+the GPU), and starts `vllm serve` behind a Modal web endpoint. `modal run` on it starts a temporary server
+and smoke-tests it; `modal deploy` keeps it.
 
     gpt-oss-modal run / deploy ...                 # flags, env and gpt-oss-modal.toml, checked first
     modal deploy -m gpt_oss_modal.modal_app        # the same app, config from env and TOML only
@@ -13,12 +14,14 @@ the local runners alike.
 """
 
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import modal
-from gpt_oss_modal.core import engine
+from gpt_oss_modal.core import engine, planner
 from gpt_oss_modal.core.config import CONFIG_JSON_ENV, ConfigError, load_config
-from gpt_oss_modal.deploy import modal_ops, precheck
+from gpt_oss_modal.deploy import doctor, modal_ops, precheck, weights
 from gpt_oss_modal.deploy.image import build_image, image_spec
 from gpt_oss_modal.server import lifecycle, precompile
 
@@ -76,7 +79,9 @@ image = build_image(image_spec(cfg, env=command.env))
 # every kernel. Two Volumes keep them: the Hugging Face cache, and vLLM's torch.compile / Triton /
 # Inductor artefacts, so a second cold start skips both (docs/performance.md has the numbers).
 
-volumes = {v.mount: modal.Volume.from_name(v.name, create_if_missing=True) for v in engine.CACHE_VOLUMES}
+hf_cache = modal.Volume.from_name(engine.HF_CACHE.name, create_if_missing=True)
+vllm_cache = modal.Volume.from_name(engine.VLLM_CACHE.name, create_if_missing=True)
+volumes = {engine.HF_CACHE.mount: hf_cache, engine.VLLM_CACHE.mount: vllm_cache}
 
 # ## Who may call it
 #
@@ -84,11 +89,16 @@ volumes = {v.mount: modal.Volume.from_name(v.name, create_if_missing=True) for v
 # variables for a function without baking them into the image). An optional named Secret holding
 # `VLLM_API_KEY` makes vLLM demand `Authorization: Bearer <key>`. Modal proxy auth (on unless --public)
 # makes Modal's proxy demand a proxy auth token in the `Modal-Key` / `Modal-Secret` headers before a
-# request reaches the container.
+# request reaches the container. Another optional Secret holds `HF_TOKEN`, which Hugging Face's client
+# reads by itself: anonymous downloads are throttled.
 
-secrets = [modal.Secret.from_dict({CONFIG_JSON_ENV: cfg.to_json()})]
+config_secret = modal.Secret.from_dict({CONFIG_JSON_ENV: cfg.to_json()})
+# required_keys: Modal refuses the deploy if a Secret lacks its key, instead of vLLM starting open.
+hf_secrets = (
+    [modal.Secret.from_name(cfg.hf_token_secret, required_keys=["HF_TOKEN"])] if cfg.hf_token_secret else []
+)
+secrets = [config_secret, *hf_secrets]
 if cfg.api_key_secret:
-    # required_keys: Modal refuses the deploy if the Secret lacks the key, instead of vLLM starting open.
     secrets.append(modal.Secret.from_name(cfg.api_key_secret, required_keys=["VLLM_API_KEY"]))
 
 # `gpt-oss-modal deploy/run` warns before it calls Modal (and ships the config in GPT_OSS_CONFIG_JSON);
@@ -96,12 +106,92 @@ if cfg.api_key_secret:
 if modal.is_local() and modal_ops.open_endpoint(cfg) and CONFIG_JSON_ENV not in os.environ:
     print(f"warning: {modal_ops.OPEN_ENDPOINT_WARNING}", file=sys.stderr)
 
+# `include_source=False`: `add_local_python_source` above already ships the package; Modal must not add a
+# second copy of it.
+
+app = modal.App(cfg.app_name, include_source=False)
+
+# ## The weights, once, on a CPU
+#
+# A GPU container that finds the Hugging Face volume empty downloads the weights inside its start-up,
+# billed at the GPU's price. This function does it on a CPU instead (a few cents), only the files vLLM
+# loads, with a progress line every few seconds, and commits the volume; a marker written last makes a
+# second call return at once and lets `gpt-oss-modal deploy` see, with one listing of the volume, that
+# there is nothing to do (`gpt_oss_modal.deploy.weights`). `deploy` and `run` call it when the pinned
+# revision is missing, `gpt-oss-modal download` by hand. A plain `modal deploy` of this file does not: the
+# first GPU container then downloads, and the default startup timeout has room for that.
+
+
+@app.function(
+    image=image,
+    cpu=weights.CPU,
+    memory=weights.MEMORY_MIB,
+    volumes={engine.HF_CACHE.mount: hf_cache},
+    secrets=[config_secret, *hf_secrets],
+    timeout=weights.TIMEOUT_S,
+    region=cfg.region,
+)
+def download_weights() -> str:
+    fetched = weights.download(cfg.model, cfg.revision, Path(engine.HF_CACHE.mount), commit=hf_cache.commit)
+    return fetched.summary()
+
+
+# ## The MoE routing kernels, once, on the GPU (Hopper)
+#
+# On Hopper GPUs vLLM runs gpt-oss's experts with Triton kernels whose routing step is compiled per 32-token
+# step size, ~0.5 s each, inside a step every request in it waits for. This function compiles all of them
+# into the Triton cache on the vllm-cache volume (`gpt_oss_modal.server.precompile`, ~1.5 min on 8 cores)
+# and commits it, so that no container, not even the first, compiles them while users wait; its marker
+# tells `deploy` and `run` whether to call it. Other GPUs compile nothing of the kind, and get no such
+# function.
+
+routing = precompile.routing_for(cfg)
+KERNEL_CPUS = 8.0  # one compile worker per core, as many as the precompile step uses
+
+if routing is not None:
+
+    @app.function(
+        image=image,
+        gpu=cfg.gpu,
+        cpu=KERNEL_CPUS,
+        volumes={engine.VLLM_CACHE.mount: vllm_cache},
+        secrets=[config_secret],
+        timeout=30 * MINUTES,
+        region=cfg.region,
+    )
+    def precompile_kernels() -> bool:
+        env = lifecycle.engine_env(command, os.environ)  # the engine's Triton cache, this package importable
+        marker = routing.marker(precompile.triton_cache_dir(env))
+        if not marker.exists():
+            workers = len(os.sched_getaffinity(0))  # the cores granted, not the host's
+            argv = [sys.executable, "-m", "gpt_oss_modal.server.precompile", *routing.args()]
+            argv += ["--workers", str(min(workers, precompile.MAX_WORKERS)), "--marker", str(marker)]
+            subprocess.run(argv, env=env, check=True)
+            vllm_cache.commit()
+        lifecycle.log(
+            f"MoE routing kernels {'in the cache' if marker.exists() else 'NOT compiled'} ({marker})"
+        )
+        return marker.exists()
+
+
+def fill_caches() -> None:
+    """Whatever the volumes lack for this config, filled now: the weights (CPU), then the kernels (GPU)."""
+    missing = modal_ops.missing_caches(cfg, routing)
+    if "weights" in missing:
+        print(download_weights.remote(), flush=True)
+    if "kernels" in missing:
+        precompile_kernels.remote()
+
+
 # ## The server
 #
-# One container per replica runs one `vllm serve`. Every replica, whichever of the two shapes below it
-# takes, gets the same settings:
+# One container per replica runs one `vllm serve`, in one class, `Server`, whose settings are:
 #
 # - `gpu`: a Modal GPU string such as `H100` or `H100:2`; the count is vLLM's tensor-parallel size.
+# - `cpu` and `memory`: what the container reserves beside the GPU, sized per model in the catalog (vLLM's
+#   API server, engine core and tokenizer at `max_inputs` concurrency, and with snapshots the sleeping
+#   weights). Modal bills them too, so `gpt-oss-modal plan` prices them: `planner.container_resources`
+#   is the one source of both. They are reservations, not limits.
 # - `@modal.concurrent(max_inputs=..., target_inputs=...)`: requests one container takes at once, equal to
 #   vLLM's `--max-num-seqs`, so a container never queues more than its engine batches; `target_inputs`
 #   (when set lower) makes Modal start the next container before the first is full.
@@ -110,15 +200,16 @@ if modal.is_local() and modal_ops.open_endpoint(cfg) and CONFIG_JSON_ENV not in 
 #   plan` prints what both cost.
 # - `scaledown_window`: how long an idle container stays up (and billed) before Modal scales to zero.
 # - `timeout`: the longest a single request may run; `startup_timeout`: the longest a container may take
-#   to come up (weights download + compile on a cold start).
-# - `include_source=False`: `add_local_python_source` above already ships the package; Modal must not
-#   add a second copy of it.
+#   to come up (engine start, compile and warm-up; on an empty volume the weights download too).
+# - the web server's `label`: its URL is `https://<workspace>--<app_name>-serve.modal.run`, the original
+#   deployment's (`modal_ops.endpoint_label`).
 
-app = modal.App(cfg.app_name, include_source=False)
-
+resources = planner.container_resources(cfg)
 replica = {
     "image": image,
     "gpu": cfg.gpu,
+    "cpu": resources.cpu,
+    "memory": resources.memory_mib,
     "scaledown_window": cfg.scaledown_window,
     "min_containers": cfg.min_containers,
     "max_containers": cfg.max_containers,
@@ -134,27 +225,23 @@ web_server = {
     "port": cfg.port,
     "startup_timeout": cfg.effective_startup_timeout(),
     "requires_proxy_auth": cfg.requires_proxy_auth,
+    "label": modal_ops.endpoint_label(cfg.app_name),
 }
 
 # ### Ready means warmed up
 #
 # The steps of a start-up are plain functions in `gpt_oss_modal.server.lifecycle` (they run the same outside
-# Modal): start vLLM, wait for /health, precompile, warm up. On Hopper GPUs the MoE routing kernels are
-# compiled per 32-token step size, ~0.5 s each inside a step every request in it waits for; the first
-# container compiles them all into the cache volume (`gpt_oss_modal.server.precompile`, ~1.5 min), later ones find
-# them there. The warm-up then sends a ladder of prompts (64 to 8,192 tokens, one at a time) and one burst of
-# `max_inputs` concurrent ~1k-token ones with replies of many lengths, so the kernels the first real burst
-# would compile on first use are compiled before any user waits on them. Each step is bounded and logs
-# what it did.
+# Modal): start vLLM, wait for /health, precompile, warm up. The warm-up sends a ladder of prompts (64 to
+# 8,192 tokens, one at a time) and one burst of `max_inputs` concurrent ~1k-token ones with replies of many
+# lengths, so the kernels the first real burst would compile on first use are compiled before any user
+# waits on them. Each step is bounded and logs what it did.
 #
 # Traffic must not arrive before that, and an open port does not mean ready: vLLM binds its port before
-# it loads the engine (it accepts connections once the engine is up), and even then the first burst would
-# compile kernels while users wait. What Modal 1.6 does in the container
-# (modal/_runtime/user_code_imports.py, construct_webhook_callable) is: run the `@modal.web_server`
-# function's body to completion, then wait for the port to accept TCP connections, then build the
-# proxy to it; only after that does the container start taking inputs (requests). The snapshot class
-# runs its `@modal.enter` hooks even before that. So a body (or hook) that returns only once the engine
-# is healthy and warm is what keeps every request out until then.
+# it loads the engine, and even then the first burst would compile kernels while users wait. Modal runs a
+# class's `@modal.enter` hooks before the container takes any input (request), and a `@modal.web_server`
+# method only after them (modal/_runtime/user_code_imports.py: it runs the method's body, waits for the
+# port to accept connections, then builds the proxy to it). So hooks that return only once the engine is
+# healthy and warm keep every request out until then.
 #
 # Every step gets a share of the startup timeout (`lifecycle.startup_budget`), strictly inside it, so a
 # step that hangs fails with a message of ours before Modal kills the container.
@@ -162,7 +249,7 @@ web_server = {
 budget = lifecycle.startup_budget(
     cfg.effective_startup_timeout(),
     snapshot=cfg.snapshot,
-    precompile=precompile.routing_for(cfg) is not None,
+    precompile=routing is not None,
 )
 
 
@@ -175,21 +262,7 @@ def start_warm() -> lifecycle.Engine:
     return running
 
 
-# ### Without snapshots: a function
-#
-# Every cold start pays the whole start-up: weights from the volume into the GPU, torch.compile (mostly
-# from the cache volume), CUDA-graph capture, warm-up (docs/cold-start.md has the arithmetic).
-
-if not cfg.snapshot:
-
-    @app.function(**replica)
-    @modal.concurrent(**concurrency)
-    @modal.web_server(**web_server)
-    def serve() -> None:
-        start_warm()
-
-
-# ### With snapshots: a class that starts once, sleeps, and is restored from then on
+# ### Snapshots: start once, sleep, restore from then on
 #
 # `snapshot = true` asks Modal for a memory snapshot that includes the GPU's memory (an alpha feature:
 # `experimental_options={"enable_gpu_snapshot": True}`), taken after the `@modal.enter(snap=True)` hook
@@ -197,10 +270,10 @@ if not cfg.snapshot:
 # puts the engine to sleep (`POST /sleep?level=1`: the weights move to host memory and the KV cache is
 # freed, so the snapshot holds a few GiB of GPU memory, not all of it). Later cold starts restore that
 # state instead, and the `snap=False` hook only wakes the engine (`POST /wake_up`: the weights go back to
-# the GPU, the KV cache is allocated again). The web server method has nothing left to do.
+# the GPU, the KV cache is allocated again).
 #
 # - `memory`: the weights sit in host RAM while the engine sleeps (60.8 GiB for 120b), so the container
-#   asks for that much plus headroom (`lifecycle.snapshot_memory_mib`).
+#   reserves that much plus headroom (`planner.container_resources`).
 # - /sleep and /wake_up exist only in vLLM's dev mode (build_command sets VLLM_SERVER_DEV_MODE=1 and
 #   `--enable-sleep-mode`), which also serves /collective_rpc and other routes no caller should reach.
 #   `start_engine` gives vLLM a random secret for this container, and the auth middleware answers every
@@ -209,18 +282,23 @@ if not cfg.snapshot:
 # - The bearer key is read when vLLM starts, before the snapshot: a key rotated in the Secret reaches
 #   restored containers only after a redeploy (`lifecycle.snapshot_key_notice`).
 #
-# Modal snapshots deployed apps only: under `modal run` both hooks run on every start.
+# Modal snapshots deployed apps only: under `modal run` both hooks run on every start. Without snapshots
+# there is one plain `@modal.enter()` hook, and every cold start pays the whole start-up: weights from the
+# volume into the GPU, torch.compile (mostly from the cache volume), CUDA-graph capture, warm-up
+# (docs/cold-start.md has the arithmetic).
 
-if cfg.snapshot:
+snapshots = (
+    {"enable_memory_snapshot": True, "experimental_options": {"enable_gpu_snapshot": True}}
+    if cfg.snapshot
+    else {}
+)
 
-    @app.cls(
-        **replica,
-        memory=lifecycle.snapshot_memory_mib(cfg),
-        enable_memory_snapshot=True,
-        experimental_options={"enable_gpu_snapshot": True},
-    )
-    @modal.concurrent(**concurrency)
-    class Server:
+
+@app.cls(**replica, **snapshots)
+@modal.concurrent(**concurrency)
+class Server:
+    if cfg.snapshot:
+
         @modal.enter(snap=True)
         def start(self) -> None:
             self.engine = start_warm()
@@ -230,27 +308,29 @@ if cfg.snapshot:
         def wake_up(self) -> None:
             lifecycle.wake(self.engine, budget.wake)
 
-        @modal.web_server(**web_server)
-        def serve(self) -> None:
-            pass  # the hooks above already started (or woke) the engine and warmed it up
+    else:
 
-        @modal.exit()
-        def stop(self) -> None:
-            lifecycle.stop(self.engine)
+        @modal.enter()
+        def start(self) -> None:
+            self.engine = start_warm()
 
+    @modal.web_server(**web_server)
+    def serve(self) -> None:
+        pass  # the enter hooks already started (or woke) the engine and warmed it up
 
-def web_endpoint() -> modal.Function:
-    """The web endpoint of whichever shape this config deploys (for `get_web_url`)."""
-    return Server().serve if cfg.snapshot else serve
+    @modal.exit()
+    def stop(self) -> None:
+        lifecycle.stop(self.engine)
 
 
 # ## `modal run`: a temporary server and a smoke test
 #
 # `modal run` deploys the app ephemerally, runs this on your machine, and stops the app when it returns.
-# The first request wakes a container, so we wait for /health (the startup timeout plus a few minutes
-# for Modal to schedule the GPU and pull the image), then send a chat completion and a streamed one and
-# check both. Proxy auth tokens are created at https://modal.com/settings/proxy-auth-tokens; the smoke
-# test reads one from MODAL_KEY / MODAL_SECRET.
+# It first fills what the caches lack (above), so that the GPU start-up only reads. The first request
+# wakes a container, so we wait for /health (the startup timeout plus a few minutes for Modal to schedule
+# the GPU and pull the image), then send a chat completion and a streamed one and check both. Proxy auth
+# tokens are created at https://modal.com/settings/proxy-auth-tokens; the smoke test reads one from
+# MODAL_KEY / MODAL_SECRET.
 
 SCHEDULING_MARGIN = 5 * MINUTES
 
@@ -264,7 +344,8 @@ def main() -> None:
         precheck.refuse(problem)
     key, secret = modal_ops.proxy_credentials()
     api_key = os.environ.get("VLLM_API_KEY") or os.environ.get("GPT_OSS_API_KEY")
-    url = web_endpoint().get_web_url()
+    fill_caches()
+    url = getattr(Server(), modal_ops.SERVE_METHOD).get_web_url()
     gpus = f"{plan.gpu} x{plan.gpu_count}" if plan.gpu_count > 1 else plan.gpu
     print(f"{cfg.model} on {gpus}, {plan.max_model_len:,}-token context, boot {cfg.boot}: {url}", flush=True)
 
@@ -296,3 +377,18 @@ def main() -> None:
         print(f"reasoning: {' '.join(result.reasoning.split())[:300]}")
     print(f"streamed: {result.stream_text.strip()}")
     print(f"ok: {result.summary()}")
+
+
+# ## Asking the GPU before the first deploy
+#
+# `gpt-oss-modal doctor --remote` calls this: a short function on the exact image and GPU that reports the
+# driver, CUDA, torch, vLLM and the attention backend vLLM picks (`gpt_oss_modal.deploy.doctor.probe`),
+# for cents, before anything is deployed.
+
+
+@app.function(
+    image=image, gpu=cfg.gpu, secrets=[config_secret], timeout=doctor.PROBE_TIMEOUT_S, region=cfg.region
+)
+def doctor_probe() -> dict:
+    model = cfg.model_info
+    return doctor.probe({"head_dim": model.head_dim, "num_attention_heads": model.num_attention_heads})

@@ -15,6 +15,16 @@ GiB = 1024**3
 # Modal bills GPUs by the second; these are its list prices per GPU-hour on this date.
 PRICE_DATE = "2026-05-07"
 
+# Beside the GPU, Modal bills every container's CPU and memory by the second, each at the greater of what
+# the function reserves (`cpu=`, `memory=`) and what it uses (modal.com/docs/guide/resources, "Billing").
+# Its list prices (modal.com/pricing: $0.0000131 per physical core per second, $0.00000222 per GiB per
+# second; the same figures reported from that page on 2026-06-27), per hour here. `cpu=` counts physical
+# cores, the unit these are priced in.
+CPU_USD_PER_CORE_HOUR = 0.0000131 * 3600
+MEMORY_USD_PER_GIB_HOUR = 0.00000222 * 3600
+RESOURCE_PRICE_DATE = "2026-06-27"
+RESOURCE_PRICE_SOURCE = "modal.com/pricing"
+
 
 @dataclass(frozen=True)
 class GPU:
@@ -226,6 +236,51 @@ MODELS: dict[str, Model] = {
         ),
     )
 }
+
+
+@dataclass(frozen=True)
+class ContainerResources:
+    """What one serving container reserves beside its GPUs (Modal's `cpu=` and `memory=`), per model.
+
+    Without `cpu=`/`memory=` Modal reserves 0.125 core and 128 MiB, and a container may use more only where
+    its host has some to spare; these are reservations, not limits (Modal's `memory=` with one number sets no
+    hard limit), so what a busy container needs beyond them is borrowed, not refused.
+    """
+
+    cpu: float  # physical cores
+    memory_gib: float
+    # Each GPU beyond the first runs one more engine worker process (tensor parallelism): its Python, torch,
+    # CUDA context, and a core to drive it.
+    cpu_per_extra_gpu: float
+    memory_gib_per_extra_gpu: float
+
+
+# Sized from what runs in the container while it serves max_inputs (50) streams:
+# - vLLM's API server (one process: HTTP, detokenisation and the harmony parser of every stream), the engine
+#   core (scheduler, sampler, the GPU's kernel launches) and, at tensor parallelism, a worker per GPU: each
+#   is busy enough to hold a core; the tokenizer threads of a burst of 50 prompts and the warm-up's burst take
+#   one or two more. 20b: 4 cores; 120b (more experts, longer steps to schedule, larger prompts): 8.
+# - Host memory: each process imports torch and CUDA (~2-3 GiB resident apiece), the API server holds the
+#   tokenizer and the streams' text, and loading the weights passes them through the page cache (safetensors
+#   are mapped from the volume: 12.8 GiB for 20b, 60.8 GiB for 120b, most of it cache the kernel may drop).
+#   16 GiB for 20b and 32 GiB for 120b cover the processes with the page cache trimmed; a snapshot needs the
+#   whole sleeping model in host RAM on top (planner.container_resources).
+# These are estimates to be checked against the engine processes' RSS and CPU under the c=50 benchmark on a
+# GPU host; the plan prices exactly what the app reserves.
+CONTAINER_RESOURCES: dict[str, ContainerResources] = {
+    "openai/gpt-oss-20b": ContainerResources(
+        cpu=4.0, memory_gib=16.0, cpu_per_extra_gpu=1.0, memory_gib_per_extra_gpu=4.0
+    ),
+    "openai/gpt-oss-120b": ContainerResources(
+        cpu=8.0, memory_gib=32.0, cpu_per_extra_gpu=1.0, memory_gib_per_extra_gpu=4.0
+    ),
+}
+
+# Host RAM a snapshotted engine needs beyond its sleeping weights (sleep level 1 moves them to pinned host
+# memory, and the snapshot holds them): the API server and engine-core processes and the page cache of
+# reading the weights. An estimate, generous on purpose: `memory=` is a reservation, so what a container
+# uses beyond it is not refused, but a snapshot restore must find the room on the host it lands on.
+SNAPSHOT_HEADROOM_GIB = 16
 
 # The embedded tiny checkpoint for machines with no GPU (built offline, see gpt_oss_modal.local.tiny).
 TINY = "tiny"

@@ -13,6 +13,7 @@ that variable takes the config from it verbatim and reads nothing else.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
@@ -39,6 +40,14 @@ CACHE_DIR_ENV = "GPT_OSS_CACHE_DIR"  # this machine's cache directory (see cache
 ENV_PREFIX = "GPT_OSS_"
 SERVED_MODEL_NAME = "llm"
 DEFAULT_APP_NAME = "gpt-oss-vllm-inference"
+
+
+# The first start on an empty `huggingface-cache` volume downloads the weights inside the container's
+# start-up: `gpt-oss-modal deploy`/`run` fill the volume first, on a CPU, but a plain `modal deploy` of the
+# app does not. So the default startup timeout allows for the download at this rate, below the slow end of
+# docs/cold-start.md's own estimate (12.8 GiB in 5 min is 44 MiB/s, 60.8 GiB in 15 min 69 MiB/s): a first
+# start as slow as we estimate it can be still comes up (20b: +328 s, 120b: +1,557 s).
+DOWNLOAD_ALLOWANCE_MIB_S = 40
 
 
 # Where a setting has an effect, as field metadata (`where`): a Modal-only setting is no flag of
@@ -237,6 +246,12 @@ class DeployConfig(BaseSettings):
     api_key_secret: str | None = Field(
         None,
         description="Name of a Modal Secret holding VLLM_API_KEY; clients then send `Authorization: Bearer`.",
+        json_schema_extra=MODAL_ONLY,
+    )
+    hf_token_secret: str | None = Field(
+        None,
+        description="Name of a Modal Secret holding HF_TOKEN, for the weights download and the server: "
+        "Hugging Face throttles anonymous downloads (120b is 61 GiB).",
         json_schema_extra=MODAL_ONLY,
     )
     api_key: SecretStr | None = Field(
@@ -512,12 +527,16 @@ class DeployConfig(BaseSettings):
         return self.proxy_auth and not self.public
 
     def effective_startup_timeout(self) -> int:
-        """Generous enough for the slowest start: a cold compiled 120b (weights download + compile + capture)."""
+        """Generous enough for the slowest start: a cold compiled 120b, its weights downloaded first."""
         if self.startup_timeout is not None:
             return self.startup_timeout
         big = self.model == "openai/gpt-oss-120b"
         base = 40 * 60 if big else 20 * 60
-        return base if self.boot == "compiled" else base // 2
+        base = base if self.boot == "compiled" else base // 2
+        model = self.model_info
+        if model is None:
+            return base
+        return base + math.ceil(model.weights_gib * 1024 / DOWNLOAD_ALLOWANCE_MIB_S)
 
     def to_json(self) -> str:
         """The resolved config for the container; secrets stay out (they travel as Modal Secrets)."""

@@ -19,6 +19,9 @@ that starts mid-block (SlidingWindowSpec.max_admission_blocks_per_request). vLLM
 pool blocks / blocks per request, and the "GPU KV cache size: N tokens" it logs is that x L: tokens of
 full-length requests, not free slots. max_inputs (--max-num-seqs) does not enter: runs with 32 and 50 give
 the same pool.
+
+The price of a running container is what Modal bills for it: its GPUs, and the cores and memory it reserves
+(`container_resources`, the same `cpu=` and `memory=` the app requests), at the catalog's list prices.
 """
 
 from __future__ import annotations
@@ -82,8 +85,13 @@ class Plan:
     attention_backend: str
     boot: str
     boot_costs: list[BootCost]  # every boot mode on this GPU: start-up and decode speed
-    usd_per_hour: float  # one container (all its GPUs)
-    price_date: str
+    cpu: float  # physical cores one container reserves (Modal's cpu=)
+    memory_gib: float  # host memory one container reserves (Modal's memory=)
+    gpu_usd_per_hour: float  # one container's GPUs
+    cpu_usd_per_hour: float  # its reserved cores
+    memory_usd_per_hour: float  # its reserved memory
+    usd_per_hour: float  # one running container, all of it: GPUs + CPU + memory
+    price_date: str  # of the GPU prices; the CPU and memory rates are of catalog.RESOURCE_PRICE_DATE
     min_containers: int
     max_containers: int
     buffer_containers: int
@@ -97,6 +105,53 @@ class Plan:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one serving container reserves beside its GPUs, and what a running one costs per hour."""
+
+    cpu: float  # physical cores
+    memory_mib: int
+    gpu_usd_per_hour: float
+    cpu_usd_per_hour: float
+    memory_usd_per_hour: float
+
+    @property
+    def usd_per_hour(self) -> float:
+        return self.gpu_usd_per_hour + self.cpu_usd_per_hour + self.memory_usd_per_hour
+
+
+def snapshot_memory_mib(cfg: DeployConfig) -> int | None:
+    """Host memory (MiB) a snapshotted engine needs; None without snapshots.
+
+    Sleep level 1 moves the weights into pinned host RAM (60.8 GiB for 120b), and the snapshot holds them:
+    the container must have room for them next to the processes themselves.
+    """
+    model = cfg.model_info
+    if not cfg.snapshot or model is None:
+        return None
+    return math.ceil((model.weights_gib + catalog.SNAPSHOT_HEADROOM_GIB) * 1024)
+
+
+def container_resources(cfg: DeployConfig) -> Resources:
+    """The serving container's `cpu=` and `memory=` for cfg (catalog.CONTAINER_RESOURCES, per extra GPU,
+    and a snapshot's sleeping weights), and Modal's price of a running one: GPUs, cores and memory."""
+    gpu, count = cfg.gpu_type, cfg.gpu_count
+    base = catalog.CONTAINER_RESOURCES.get(cfg.model)
+    if base is None:  # the tiny checkpoint never runs on Modal; priced as a 20b container if asked
+        base = catalog.CONTAINER_RESOURCES["openai/gpt-oss-20b"]
+    extra = count - 1
+    cpu = base.cpu + extra * base.cpu_per_extra_gpu
+    memory_mib = math.ceil((base.memory_gib + extra * base.memory_gib_per_extra_gpu) * 1024)
+    memory_mib = max(memory_mib, snapshot_memory_mib(cfg) or 0)
+    return Resources(
+        cpu=cpu,
+        memory_mib=memory_mib,
+        gpu_usd_per_hour=gpu.usd_per_hour * count,
+        cpu_usd_per_hour=cpu * catalog.CPU_USD_PER_CORE_HOUR,
+        memory_usd_per_hour=memory_mib / 1024 * catalog.MEMORY_USD_PER_GIB_HOUR,
+    )
 
 
 def kv_bytes_per_token(model: catalog.Model, tp: int, drafter: catalog.Drafter | None = None) -> int:
@@ -349,7 +404,8 @@ def plan(cfg: DeployConfig) -> Plan:
         reason = what
 
     fits = reason is None
-    per_container = gpu.usd_per_hour * count
+    resources = container_resources(cfg)
+    per_container = resources.usd_per_hour
     if fits:
         if source == "auto" and max_len < model.max_context:
             notes.append(
@@ -399,6 +455,11 @@ def plan(cfg: DeployConfig) -> Plan:
         attention_backend=catalog.attention_backend(gpu),
         boot=cfg.boot,
         boot_costs=boot_costs(model, gpu),
+        cpu=resources.cpu,
+        memory_gib=round(resources.memory_mib / 1024, 2),
+        gpu_usd_per_hour=round(resources.gpu_usd_per_hour, 4),
+        cpu_usd_per_hour=round(resources.cpu_usd_per_hour, 4),
+        memory_usd_per_hour=round(resources.memory_usd_per_hour, 4),
         usd_per_hour=round(per_container, 4),
         price_date=catalog.PRICE_DATE,
         min_containers=cfg.min_containers,

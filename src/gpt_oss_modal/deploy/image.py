@@ -32,9 +32,14 @@ from gpt_oss_modal.core.config import ConfigError, DeployConfig
 # The base: CUDA equal to torch's (see the module docstring), with nvcc for FlashInfer's JIT.
 BASE_IMAGE = "nvidia/cuda:13.0.2-devel-ubuntu24.04"
 PYTHON_VERSION = "3.12"
-# What the lock is resolved for: the container's interpreter and platform (glibc 2.28+ wheels, which the
-# Ubuntu 24.04 base satisfies), whatever machine runs scripts/lock_image.py.
-PLATFORM = "x86_64-manylinux_2_28"
+# What the lock is resolved for: the container's interpreter and platform, whatever machine runs
+# scripts/lock_image.py. The base is Ubuntu 24.04, glibc 2.39: every manylinux wheel up to 2_39 runs on it
+# (llguidance, for one, ships only a 2_31 wheel), and nothing newer does.
+PLATFORM = "x86_64-manylinux_2_39"
+# Wheels only, when the lock is resolved and when the image installs it: a package with no wheel for the
+# platform fails the resolution on the developer's machine, instead of compiling from source in the image
+# build (slowly, and only if the build happens to have the compiler and headers it needs).
+ONLY_BINARY = "--only-binary :all:"
 
 # Besides vLLM, the container needs only what the package's container-side modules import (config, engine,
 # planner, catalog, auth): pydantic and pydantic-settings, at the floors pyproject.toml sets.
@@ -61,7 +66,7 @@ def requirements(vllm_version: str) -> list[str]:
 
 def inputs_digest(vllm_version: str) -> str:
     """sha256 over everything the lock is resolved from; a lock recording another digest is stale."""
-    lines = [*requirements(vllm_version), f"python=={PYTHON_VERSION}", f"platform=={PLATFORM}"]
+    lines = [*requirements(vllm_version), f"python=={PYTHON_VERSION}", f"platform=={PLATFORM}", ONLY_BINARY]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -165,7 +170,7 @@ class ImageSpec:
                 "platform": self.lock.header.get("platform"),
                 "uv": self.uv_version,
             },
-            "install": f"uv pip install --require-hashes --requirements {self.lock.path.name}",
+            "install": f"uv pip install --require-hashes {ONLY_BINARY} --requirements {self.lock.path.name}",
             "env": dict(sorted(self.env.items())),
             "package": self.package,
         }
@@ -190,7 +195,8 @@ def build_image(spec: ImageSpec):
         .entrypoint([])  # the CUDA image's entrypoint prints a banner; Modal's own must run the function
         .uv_pip_install(
             requirements=[str(spec.lock.path)],
-            extra_options="--require-hashes",  # every package pinned and hashed, or the build fails
+            # every package pinned and hashed, and a wheel, or the build fails
+            extra_options=f"--require-hashes {ONLY_BINARY}",
             uv_version=spec.uv_version,
         )
         .env(spec.env)

@@ -10,6 +10,7 @@ progress are Modal's; lookups (the URL, volume sizes) use the SDK directly.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -18,15 +19,35 @@ from typing import Any
 
 from gpt_oss_modal.core import catalog, engine, planner
 from gpt_oss_modal.core.config import CONFIG_JSON_ENV, ConfigError, DeployConfig
-from gpt_oss_modal.deploy import image
+from gpt_oss_modal.deploy import image, weights
 from gpt_oss_modal.install import install_hint
 
 APP_MODULE = "gpt_oss_modal.modal_app"
-SERVE_FUNCTION = "serve"  # the web function's name in the app, part of its URL
-# With `snapshot = true` the endpoint is the method `serve` of this class instead (a class, because only
-# classes have the @modal.enter(snap=...) hooks that start the engine before the snapshot and wake it after).
+# The app serves from one class, `Server`, whose method `serve` is the web server (a class, because only
+# classes have the @modal.enter hooks that start the engine, and with snapshots start it before the
+# snapshot and wake it after).
 SERVER_CLASS = "Server"
-ENTRYPOINT = "main"  # the local entrypoint `modal run` calls: wait for /health, smoke test
+SERVE_METHOD = "serve"
+ENTRYPOINT = "main"  # the local entrypoint `modal run` calls: fill the caches, wait for /health, smoke test
+# The app's one-off functions, each run by itself with `modal run module::function`:
+FILL_FUNCTIONS = {
+    "weights": "download_weights",  # CPU only: the pinned revision into the huggingface-cache volume
+    "kernels": "precompile_kernels",  # the GPU (Hopper): MoE routing kernels into the vllm-cache volume
+}
+DOCTOR_FUNCTION = "doctor_probe"  # the GPU: driver, CUDA, torch, vLLM, backends (`doctor --remote`)
+
+
+def endpoint_label(app_name: str) -> str:
+    """The web server's label, so its URL is `https://<workspace>--<label>.modal.run`.
+
+    `<app_name>-serve`: for the default app the URL the original deployment's function `serve` had
+    (`<workspace>--gpt-oss-vllm-inference-serve.modal.run`), which Modal derived from the app's and the
+    function's names; a class method's would be another, so the label keeps it. Spelled as Modal spells
+    that derived subdomain: lower case, anything but letters and digits as a dash.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", app_name.lower()).strip("-")
+    return f"{slug}-{SERVE_METHOD}"
+
 
 # The Volumes that keep weights and compiled kernels between containers: names and mount paths together,
 # in engine.CACHE_VOLUMES (the engine's environment points at the mounts).
@@ -119,6 +140,11 @@ def run_argv(module: str = APP_MODULE) -> list[str]:
     return modal_argv("run", "-m", f"{module}::{ENTRYPOINT}")
 
 
+def function_argv(function: str, module: str = APP_MODULE) -> list[str]:
+    """`modal run` of one of the app's functions by itself (in an ephemeral app)."""
+    return modal_argv("run", "-m", f"{module}::{function}")
+
+
 def stop_argv(app_name: str, *, yes: bool = False) -> list[str]:
     return modal_argv("app", "stop", app_name, *(["--yes"] if yes else []))
 
@@ -166,6 +192,13 @@ def app_env(cfg: DeployConfig, base: Mapping[str, str] | None = None) -> dict[st
     return env
 
 
+def side_env(cfg: DeployConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for an ephemeral app that only runs a one-off function (download, kernels, doctor):
+    the same config, so the same image and volumes, but no containers kept warm, which `modal run` would
+    otherwise start for min_containers and buffer_containers while the one-off function runs."""
+    return app_env(cfg.model_copy(update={"min_containers": 0, "buffer_containers": 0}), base)
+
+
 def call(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """Run a `modal` command in the foreground (its output and prompts go straight to the terminal)."""
     try:
@@ -183,39 +216,69 @@ def _describe(e: Exception) -> str:
 
 
 def deployed_url(app_name: str) -> str:
-    """The URL of the deployed app's endpoint (Modal assigns it: <workspace>--<app>-serve.modal.run).
-
-    The endpoint is the function `serve`, or, for an app deployed with `snapshot = true`, the method
-    `Server.serve`; both are tried, so the URL is found whatever the local config says now.
-    """
+    """The URL of the deployed app's endpoint: the web server method of its class (one lookup)."""
     require_modal()
     from modal.exception import AuthError, NotFoundError
 
     import modal
 
-    lookups = (
-        lambda: modal.Function.from_name(app_name, SERVE_FUNCTION),
-        lambda: getattr(modal.Cls.from_name(app_name, SERVER_CLASS)(), SERVE_FUNCTION),
-    )
-    url = None
-    for lookup in lookups:
-        try:
-            url = lookup().get_web_url()
-            break
-        except NotFoundError:
-            continue
-        except AuthError as e:
-            raise ModalError(f"Modal rejected the credentials ({_describe(e)}); run `modal setup`") from None
-        except Exception as e:
-            raise ModalError(f"cannot look up app {app_name!r} on Modal: {_describe(e)}") from None
-    else:
+    try:
+        url = getattr(modal.Cls.from_name(app_name, SERVER_CLASS)(), SERVE_METHOD).get_web_url()
+    except NotFoundError:
         raise ModalError(
-            f"app {app_name!r} is not deployed (no function {SERVE_FUNCTION!r} nor class "
-            f"{SERVER_CLASS!r}): run `gpt-oss-modal deploy`"
-        )
+            f"app {app_name!r} is not deployed (no class {SERVER_CLASS!r}): run `gpt-oss-modal deploy`"
+        ) from None
+    except AuthError as e:
+        raise ModalError(f"Modal rejected the credentials ({_describe(e)}); run `modal setup`") from None
+    except Exception as e:
+        raise ModalError(f"cannot look up app {app_name!r} on Modal: {_describe(e)}") from None
     if not url:
         raise ModalError(f"app {app_name!r} has no web endpoint")
     return url
+
+
+# --- what the caches hold -------------------------------------------------------------------------------
+
+
+def kernels_marker(vllm_version: str, routing: Any) -> str:
+    """Where, in the vllm-cache volume, the marker of precompiled MoE routing kernels lies: the name
+    `precompile.Routing.marker` gives it in the container, for the container's vLLM (this machine may
+    have another vLLM, or none), under the engine's TRITON_CACHE_DIR."""
+    triton = engine.COMPILE_CACHE_ENV["TRITON_CACHE_DIR"].removeprefix(engine.VLLM_CACHE_DIR + "/")
+    name = (
+        f"vllm-{vllm_version}-sm{routing.sm}-e{routing.experts}-k{routing.top_k}-t{routing.max_tokens}.done"
+    )
+    return f"{triton}/gpt-oss-modal-routing/{name}"
+
+
+def volume_has(name: str, path: str) -> bool:
+    """Whether volume `name` holds a file at `path` (one listing; False when the volume does not exist)."""
+    from modal.exception import NotFoundError
+
+    vol = _volume(name)
+    if vol is None:
+        return False
+    try:
+        return bool(vol.listdir(path))
+    except (NotFoundError, FileNotFoundError):
+        return False
+    except Exception as e:
+        raise ModalError(f"cannot list volume {name!r}: {_describe(e)}") from None
+
+
+def missing_caches(cfg: DeployConfig, routing: Any | None) -> list[str]:
+    """What the volumes lack for cfg, in the order to fill them: "weights" (the pinned revision, on a CPU),
+    "kernels" (the MoE routing kernels, on the GPU; `routing` is `precompile.routing_for(cfg)`, None where
+    none are precompiled). Two listings, no container."""
+    require_modal()
+    missing = []
+    if not volume_has(engine.HF_CACHE.name, weights.config_marker_path(cfg)):
+        missing.append("weights")
+    if routing is not None and not volume_has(
+        engine.VLLM_CACHE.name, kernels_marker(cfg.vllm_version, routing)
+    ):
+        missing.append("kernels")
+    return missing
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ modules of this package that need nothing more than pydantic.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import secrets
 import signal
@@ -36,7 +35,7 @@ from typing import Any
 import httpx
 
 from gpt_oss_modal.clients.openai_api import auth_headers, wait_healthy
-from gpt_oss_modal.core import catalog
+from gpt_oss_modal.core import planner
 from gpt_oss_modal.core.config import SERVED_MODEL_NAME, DeployConfig
 from gpt_oss_modal.core.engine import EngineCommand
 from gpt_oss_modal.server import auth, precompile
@@ -96,22 +95,10 @@ def startup_budget(startup_timeout: float, *, snapshot: bool, precompile: bool =
 
 # --- snapshot sizing and notices -----------------------------------------------------------------------
 
-# Host RAM beyond the weights at sleep level 1: the API server and engine-core processes (Python, torch,
-# CUDA context, tokenizer) and the page cache of reading the weights. An estimate, generous on purpose: a
-# container over its memory is killed, and one that is not snapshotted does not need the request at all.
-SNAPSHOT_HEADROOM_GIB = 16
-
-
-def snapshot_memory_mib(cfg: DeployConfig) -> int | None:
-    """Container memory (Modal's `memory=`, MiB) for a snapshotted engine; None without snapshots.
-
-    Sleep level 1 moves the weights into pinned host RAM (60.8 GiB for 120b), and the snapshot holds them:
-    the container must have room for them next to the processes themselves.
-    """
-    model = catalog.MODELS.get(cfg.model)
-    if not cfg.snapshot or model is None:
-        return None
-    return math.ceil((model.weights_gib + SNAPSHOT_HEADROOM_GIB) * 1024)
+# The host memory a snapshotted engine needs (its sleeping weights plus headroom) is sized with the
+# container's other resources, in the planner that prices them: `memory=` is a reservation Modal schedules
+# and bills by, not a limit a container is killed at (Modal's `memory=` with one number sets no hard limit).
+snapshot_memory_mib = planner.snapshot_memory_mib
 
 
 def snapshot_key_notice(cfg: DeployConfig) -> str | None:
