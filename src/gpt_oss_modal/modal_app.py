@@ -20,7 +20,7 @@ from gpt_oss_modal.core import engine
 from gpt_oss_modal.core.config import CONFIG_JSON_ENV, ConfigError, load_config
 from gpt_oss_modal.deploy import modal_ops, precheck
 from gpt_oss_modal.deploy.image import build_image, image_spec
-from gpt_oss_modal.server import lifecycle, precompile
+from gpt_oss_modal.server import guards, lifecycle, warmup
 
 MINUTES = 60  # seconds
 
@@ -138,14 +138,14 @@ web_server = {
 
 # ### Ready means warmed up
 #
-# The steps of a start-up are plain functions in `gpt_oss_modal.server.lifecycle` (they run the same outside
-# Modal): start vLLM, wait for /health, precompile, warm up. On Hopper GPUs the MoE routing kernels are
-# compiled per 32-token step size, ~0.5 s each inside a step every request in it waits for; the first
-# container compiles them all into the cache volume (`gpt_oss_modal.server.precompile`, ~1.5 min), later ones find
-# them there. The warm-up then sends a ladder of prompts (64 to 8,192 tokens, one at a time) and one burst of
-# `max_inputs` concurrent ~1k-token ones with replies of many lengths, so the kernels the first real burst
-# would compile on first use are compiled before any user waits on them. Each step is bounded and logs
-# what it did.
+# The steps of a start-up are plain functions in `gpt_oss_modal.server` (they run the same outside Modal):
+# check the GPU's driver, start vLLM, wait for /health, warm up. The warm-up sends a ladder of prompts (64
+# tokens up to the engine's --max-num-batched-tokens, one at a time) and one burst of `max_inputs`
+# concurrent ~1k-token ones with replies of many lengths, so the kernels the first real burst would compile
+# on first use are compiled before any user waits on them. (Hopper's MoE routing kernels are primed into
+# the cache volume once, before any container starts: `gpt_oss_modal.server.precompile`.) Each step is
+# bounded and logs what it did. Once serving, a watchdog on /health ends a container whose engine hangs,
+# so that Modal replaces it (`guards.Watchdog`).
 #
 # Traffic must not arrive before that, and an open port does not mean ready: vLLM binds its port before
 # it loads the engine (it accepts connections once the engine is up), and even then the first burst would
@@ -159,19 +159,15 @@ web_server = {
 # Every step gets a share of the startup timeout (`lifecycle.startup_budget`), strictly inside it, so a
 # step that hangs fails with a message of ours before Modal kills the container.
 
-budget = lifecycle.startup_budget(
-    cfg.effective_startup_timeout(),
-    snapshot=cfg.snapshot,
-    precompile=precompile.routing_for(cfg) is not None,
-)
+budget = lifecycle.startup_budget(cfg.effective_startup_timeout(), snapshot=cfg.snapshot)
 
 
 def start_warm() -> lifecycle.Engine:
     """Start vLLM and return once it is healthy and warmed up."""
+    guards.check_gpu()
     running = lifecycle.start_engine(cfg, command)
     lifecycle.wait_ready(running, budget.ready)
-    lifecycle.precompile_kernels(cfg, command, budget.precompile)
-    lifecycle.warm_up(running, budget.warm_up)
+    warmup.warm_up(running, budget.warm_up)
     return running
 
 
@@ -186,7 +182,7 @@ if not cfg.snapshot:
     @modal.concurrent(**concurrency)
     @modal.web_server(**web_server)
     def serve() -> None:
-        start_warm()
+        guards.Watchdog(start_warm()).start()
 
 
 # ### With snapshots: a class that starts once, sleeps, and is restored from then on
@@ -229,6 +225,7 @@ if cfg.snapshot:
         @modal.enter(snap=False)
         def wake_up(self) -> None:
             lifecycle.wake(self.engine, budget.wake)
+            guards.Watchdog(self.engine).start()  # after the restore: a snapshot holds no thread
 
         @modal.web_server(**web_server)
         def serve(self) -> None:
