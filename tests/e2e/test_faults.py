@@ -1,10 +1,9 @@
 """Faults, with real processes: the real vLLM CPU engine failing to start (bad flags, a bad model directory,
-a missing tokenizer or vocabulary), a start-up timeout, a taken port, the parent dying, Modal without a
-token. Each must end with a clear message and a non-zero exit, and leave no process behind: the engine's
-process group is gone (`os.killpg(pgid, 0)` raises ProcessLookupError).
+a missing tokenizer or vocabulary), a start-up timeout, a taken port, the parent dying. Each must end with
+a clear message and a non-zero exit, and leave no process behind: the engine's process group is gone
+(`os.killpg(pgid, 0)` raises ProcessLookupError).
 
-The engine tests start vLLM for real (20-30 s each on two cores, most of it importing vLLM); the ones that
-need the embedded tiny checkpoint skip until `gpt_oss_modal.local.tiny` is installed.
+The engine tests start vLLM for real (20-30 s each on two cores, most of it importing vLLM).
 """
 
 from __future__ import annotations
@@ -37,10 +36,6 @@ pytestmark = [
 # times that with the cores busy. No test here asserts how long anything took.
 ENGINE_START_BUDGET = 900
 GROUP_EXIT_BUDGET = 120  # stop(): SIGTERM, its grace, SIGKILL; then the kernel reaps the group
-HAS_TINY = importlib.util.find_spec("gpt_oss_modal.local.tiny") is not None
-needs_tiny = pytest.mark.skipif(
-    not HAS_TINY, reason="gpt_oss_modal.local.tiny (the embedded checkpoint) not there yet"
-)
 
 
 def assert_group_gone(pgid: int, within: float = GROUP_EXIT_BUDGET) -> None:
@@ -115,7 +110,7 @@ def test_parent_killed_mid_start_leaves_no_engine_behind(tmp_path: Path) -> None
     script.write_text(
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from gpt_oss_modal import local as lo\n"
+        "from gpt_oss_modal.local import server as lo\n"
         "from gpt_oss_modal.core.config import DeployConfig\n"
         "s = lo.LocalServer(DeployConfig(model='tiny', port=lo.free_port()), target='local-cpu',\n"
         f"    checkpoint=lo.Checkpoint(path=Path({str(tmp_path)!r}), env={{}}),\n"
@@ -187,7 +182,6 @@ def broken_checkpoint(tmp_path: Path, drop: tuple[str, ...]) -> Path:
     return copy
 
 
-@needs_tiny
 def test_missing_tokenizer_crashes_the_real_engine_cleanly(tmp_path: Path) -> None:
     ckpt = broken_checkpoint(tmp_path, ("tokenizer*", "special_tokens_map.json", "chat_template*"))
     s = server(tmp_path, ckpt)
@@ -197,7 +191,6 @@ def test_missing_tokenizer_crashes_the_real_engine_cleanly(tmp_path: Path) -> No
     assert "tokenizer" in err.details().lower()
 
 
-@needs_tiny
 def test_missing_vocabulary_crashes_the_real_engine_cleanly(tmp_path: Path) -> None:
     # openai-harmony reads o200k_base.tiktoken from TIKTOKEN_ENCODINGS_BASE: point it at an empty directory.
     empty = tmp_path / "no-vocab"
@@ -232,7 +225,6 @@ def test_missing_vocabulary_crashes_the_real_engine_cleanly(tmp_path: Path) -> N
     assert_group_gone(pgid)  # type: ignore[arg-type]
 
 
-@needs_tiny
 def test_cli_serve_with_an_engine_that_cannot_start_exits_1_and_leaves_nothing(cli) -> None:
     code, _out, err = run_cli(
         cli, "serve", "--local", "--model", "tiny", "--port", str(lo.free_port()),
