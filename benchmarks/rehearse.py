@@ -31,7 +31,7 @@ from study_v2 import gpu_mem_mib  # beside this script, so on sys.path when it r
 
 from gpt_oss_modal.core import engine
 from gpt_oss_modal.core.config import DeployConfig
-from gpt_oss_modal.server import lifecycle
+from gpt_oss_modal.server import lifecycle, warmup
 
 TOOL = {
     "type": "function",
@@ -106,7 +106,7 @@ def main() -> int:
     eng = steps("start engine (spawn)", lifecycle.start_engine, cfg, command, argv=launcher)
     try:
         steps("wait for /health", lifecycle.wait_ready, eng, 480)
-        warm = steps("warm-up", lifecycle.warm_up, eng, lifecycle.WARM_UP_MAX_S)
+        warm = steps("warm-up", warmup.warm_up, eng, lifecycle.WARM_UP_MAX_S)
         result["warm_up"] = warm.summary()
         result["gpu_mem_mib_awake"] = gpu_mem_mib(a.gpu)
         steps("sleep (level 1)", lifecycle.sleep, eng, lifecycle.SLEEP_MAX_S)

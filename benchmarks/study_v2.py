@@ -37,7 +37,7 @@ from pathlib import Path
 
 from gpt_oss_modal.core import engine
 from gpt_oss_modal.core.config import DeployConfig
-from gpt_oss_modal.server import lifecycle, precompile
+from gpt_oss_modal.server import lifecycle, precompile, warmup
 
 MAX_INPUTS = 50  # the default of the original gpt_oss_inference.py
 CONTEXT = 32768
@@ -62,7 +62,7 @@ class Run:
     util: float = 0.9
     bursts: bool = True
     extra: tuple[str, ...] = ()  # more vLLM flags
-    warm: dict = field(default_factory=dict)  # lifecycle.warm_up keyword arguments
+    warm: dict = field(default_factory=dict)  # warmup.warm_up keyword arguments
     seed_from: str | None = None  # start from a copy of this run's caches (warm: flags that add no kernels)
     precompile: int = (
         0  # workers of gpt_oss_modal.server.precompile, run after /health and before the warm-up
@@ -273,7 +273,7 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
             )
         mark("warm_up")
         if spec.warm_up:
-            w = lifecycle.warm_up(eng, lifecycle.WARM_UP_MAX_S, **spec.warm)
+            w = warmup.warm_up(eng, lifecycle.WARM_UP_MAX_S, **spec.warm)
             result["warm_up_s"] = round(w.seconds, 1)
             result["warm_up"] = w.summary()
         result["ready_s"] = round(time.monotonic() - t0, 1)

@@ -2,7 +2,9 @@
 
 FAKE_ENGINE_MODE picks the behaviour: `serve` (answers /health on the port), `die` (prints and exits 3),
 `hang` (never answers), `stubborn` (answers /health, ignores SIGTERM and starts a child in its group that
-ignores it too, so only SIGKILL ends them). Each start-up line goes to stdout, as vLLM's log would.
+ignores it too, so only SIGKILL ends them), `freeze` (answers /health until it gets SIGUSR1, then hangs in
+every request, as an engine stuck in a collective would). Each start-up line goes to stdout, as vLLM's
+log would.
 """
 
 from __future__ import annotations
@@ -11,12 +13,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FROZEN = threading.Event()
 
 
 class Health(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
+        if FROZEN.is_set():
+            time.sleep(3600)
         self.send_response(200 if self.path == "/health" else 404)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -45,8 +52,10 @@ def main() -> None:
             "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)",
         ]
         subprocess.Popen(child)
+    if mode == "freeze":
+        signal.signal(signal.SIGUSR1, lambda *_: FROZEN.set())
     print("Application startup complete.", flush=True)
-    HTTPServer(("127.0.0.1", port), Health).serve_forever()
+    ThreadingHTTPServer(("127.0.0.1", port), Health).serve_forever()
 
 
 if __name__ == "__main__":

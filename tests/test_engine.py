@@ -232,3 +232,41 @@ def test_a_model_revision_is_passed_to_vllm_unless_it_is_main() -> None:
     assert "--revision" not in build_command(DeployConfig(model="20b", model_revision="main")).argv
     tiny = DeployConfig(model="tiny", model_revision=pinned)
     assert "--revision" not in build_command(tiny, target="local-cpu", model_path="/ckpt").argv
+
+
+@pytest.mark.parametrize(
+    ("gpu", "batched"),
+    [("A10G", 2048), ("L4", 2048), ("L40S", 2048), ("A100-40GB", 2048), ("A100-80GB", 8192), ("H100", 8192),
+     ("H200", 8192), ("B200", 8192), ("H100:2", 8192), ("A10G:4", 2048)],
+)  # fmt: skip
+def test_the_command_passes_the_plans_batched_tokens(gpu: str, batched: int) -> None:
+    # vLLM's own default for the card (8,192 from 70 GiB, else 2,048), always explicit: the planner's KV
+    # arithmetic, the kernel priming and the warm-up read the same value.
+    cfg = DeployConfig(model="20b", gpu=gpu)
+    cmd = build_command(cfg)
+    assert int(flag(cmd.argv, "--max-num-batched-tokens")) == batched == cmd.max_num_batched_tokens
+    assert plan(cfg).max_num_batched_tokens == batched
+
+
+@pytest.mark.parametrize(
+    "spelling", [["--max-num-batched-tokens", "4096"], ["--max-num-batched-tokens=4096"]]
+)
+def test_the_users_batched_tokens_are_passed_once(spelling: list[str]) -> None:
+    cfg = DeployConfig(model="20b", gpu="H100", extra_vllm_args=spelling)
+    cmd = build_command(cfg)
+    assert cmd.argv[-len(spelling) :] == spelling  # the user's own words, once
+    assert sum(a.startswith("--max-num-batched-tokens") for a in cmd.argv) == 1
+    assert cmd.max_num_batched_tokens == plan(cfg).max_num_batched_tokens == 4096
+
+
+def test_batched_tokens_that_are_no_number_are_one_line() -> None:
+    cfg = DeployConfig(model="20b", gpu="H100", extra_vllm_args=["--max-num-batched-tokens", "lots"])
+    with pytest.raises(
+        ConfigError, match=r"--max-num-batched-tokens takes a whole number of tokens, not 'lots'"
+    ):
+        build_command(cfg)
+
+
+def test_the_cpu_engine_keeps_vllms_batched_tokens() -> None:
+    cmd = build_command(DeployConfig(model="tiny"), target="local-cpu", model_path="/tmp/tiny")
+    assert "--max-num-batched-tokens" not in cmd.argv and cmd.max_num_batched_tokens is None

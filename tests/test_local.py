@@ -17,6 +17,7 @@ import pytest
 from gpt_oss_modal.core.config import DeployConfig
 from gpt_oss_modal.core.engine import build_command
 from gpt_oss_modal.local import server as lo
+from gpt_oss_modal.server import lifecycle
 
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_engine.py"))]
 # Bounds on a hang, not speed claims (the fake engine is ready in well under a second on an idle machine);
@@ -26,7 +27,7 @@ GONE = 120
 
 
 def make(tmp_path: Path, mode: str, **cfg: object) -> lo.LocalServer:
-    config = DeployConfig(model="tiny", port=lo.free_port(), **cfg)
+    config = DeployConfig(**{"model": "tiny", "port": lo.free_port(), **cfg})
     return lo.LocalServer(
         config,
         target="local-cpu",
@@ -44,8 +45,8 @@ def test_ready_then_stop_ends_the_whole_group(tmp_path: Path) -> None:
         assert server.base_url == f"http://127.0.0.1:{server.port}/v1"
         pgid = server.pgid
         assert pgid == server.proc.pid and os.getpgid(server.proc.pid) == pgid != os.getpgid(0)
-        assert lo.group_processes(pgid)
-    assert lo.group_processes(pgid) == []
+        assert lifecycle.group_processes(pgid)
+    assert lifecycle.group_processes(pgid) == []
     assert not server.running
     log = (tmp_path / "engine.log").read_text()
     assert (
@@ -67,10 +68,22 @@ def test_the_command_is_the_builders_with_the_checkpoint_and_env(tmp_path: Path)
         assert b"VLLM_ENABLE_V1_MULTIPROCESSING=0" in env  # no separate worker process on CPU
         assert f"TIKTOKEN_ENCODINGS_BASE={tmp_path}".encode() in env
         assert b"VLLM_API_KEY=s3cret" in env  # the key travels in the environment ...
+        assert b"PYTHONUNBUFFERED=1" in env  # the log shows each line as it is written
         cmdline = Path(f"/proc/{server.proc.pid}/cmdline").read_bytes()
         assert b"s3cret" not in cmdline  # ... never on the command line
     assert "s3cret" not in (tmp_path / "engine.log").read_text()
     assert "Authorization: Bearer $GPT_OSS_API_KEY" in server.curl_example()
+
+
+def test_a_key_in_the_users_shell_does_not_reach_an_engine_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VLLM_API_KEY", "stray")
+    with make(tmp_path, "serve") as server:
+        server.wait_ready(READY)
+        env = Path(f"/proc/{server.proc.pid}/environ").read_bytes().split(b"\0")
+        assert not any(v.startswith(b"VLLM_API_KEY=") for v in env)
+        assert server.engine.api_key is None
 
 
 def test_engine_death_during_start_up_reports_exit_code_and_last_lines(tmp_path: Path) -> None:
@@ -89,19 +102,19 @@ def test_start_up_timeout_stops_the_engine(tmp_path: Path) -> None:
     with pytest.raises(lo.LocalServerError, match=r"did not answer /health within 3 s") as info:
         server.wait_ready(3)
     assert info.value.last_lines and not server.running
-    assert lo.group_processes(server.pgid) == []
+    assert lifecycle.group_processes(server.pgid) == []
 
 
 def test_stop_escalates_to_sigkill_for_the_whole_group(tmp_path: Path) -> None:
     server = make(tmp_path, "stubborn").start()
     server.wait_ready(READY)
     deadline = time.monotonic() + GONE
-    while len(lo.group_processes(server.pgid)) < 2 and time.monotonic() < deadline:
+    while len(lifecycle.group_processes(server.pgid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert len(lo.group_processes(server.pgid)) == 2  # the engine and its child
+    assert len(lifecycle.group_processes(server.pgid)) == 2  # the engine and its child
     code = server.stop(grace=1)
     assert code == -signal.SIGKILL
-    assert lo.group_processes(server.pgid) == []
+    assert lifecycle.group_processes(server.pgid) == []
 
 
 def test_engine_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
@@ -119,13 +132,13 @@ time.sleep(600)
     proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
     try:
         pgid = int(proc.stdout.readline())
-        assert lo.group_processes(pgid)
+        assert lifecycle.group_processes(pgid)
         proc.kill()
         proc.wait(GONE)
         deadline = time.monotonic() + GONE
-        while lo.group_processes(pgid) and time.monotonic() < deadline:
+        while lifecycle.group_processes(pgid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert lo.group_processes(pgid) == []
+        assert lifecycle.group_processes(pgid) == []
     finally:
         proc.kill()
 
@@ -134,11 +147,11 @@ def test_port_taken_is_a_clear_error_before_anything_starts(tmp_path: Path) -> N
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        server = make(tmp_path, "serve")
-        server.port = s.getsockname()[1]
+        server = make(tmp_path, "serve", port=s.getsockname()[1])
         with pytest.raises(lo.LocalServerError, match=rf"port {server.port} on 127.0.0.1 is already in use"):
             server.start()
         assert server.proc is None
+        assert server.prime() is False  # on CPU there is nothing to prime, and nothing starts
 
 
 def test_progress_display_and_ticks(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ from gpt_oss_modal.core.config import (  # noqa: E402
     load_config,
 )
 from gpt_oss_modal.deploy import doctor, modal_ops, weights  # noqa: E402
-from gpt_oss_modal.server import auth, lifecycle  # noqa: E402
+from gpt_oss_modal.server import auth, lifecycle, warmup  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_ENTRY = ROOT / "modal" / "gpt_oss_inference.py"
@@ -328,14 +328,12 @@ def test_the_kernel_precompile_is_a_gpu_function_on_hopper_only(load_app, gpu: s
         assert {path: v.name for path, v in info.volumes.items()} == {engine.VLLM_CACHE_DIR: "vllm-cache"}
 
 
-def test_the_kernel_marker_the_cli_looks_for_is_the_one_the_container_writes(monkeypatch) -> None:
+def test_the_kernel_marker_the_cli_looks_for_is_the_one_the_container_writes() -> None:
     from gpt_oss_modal.server import precompile
 
-    cfg = DeployConfig(gpu="H100")
-    routing = precompile.routing_for(cfg)
-    monkeypatch.setattr(precompile.importlib.metadata, "version", lambda _name: cfg.vllm_version)
+    routing = precompile.routing_for(DeployConfig(gpu="H100"))
     written = routing.marker(precompile.triton_cache_dir(engine.COMPILE_CACHE_ENV))
-    assert str(written) == f"{engine.VLLM_CACHE_DIR}/{modal_ops.kernels_marker(cfg.vllm_version, routing)}"
+    assert str(written) == f"{engine.VLLM_CACHE_DIR}/{modal_ops.kernels_marker(routing)}"
 
 
 def test_the_doctor_probe_runs_on_the_image_and_gpu(load_app) -> None:
@@ -491,14 +489,15 @@ def test_container_serve_starts_the_built_command_and_returns_once_warm(tmp_path
     paths = [e["path"] for e in requests]
     assert paths[0] == "/health"
     chats = [json.loads(e["body"]) for e in requests if e["path"] == "/v1/chat/completions"]
-    ladder = lifecycle.prefill_ladder(lifecycle.WARM_UP_PREFILL_TOKENS)
+    ladder = warmup.prefill_ladder(expected.max_num_batched_tokens)
     assert len(chats) == len(ladder) + cfg.max_inputs and set(paths) == {"/health", "/v1/chat/completions"}
-    # The ladder first, one prompt at a time: 64, 128, ... 8,192 tokens (the prefix word, then n words).
+    # The ladder first, one prompt at a time: 64, 128, ... up to the engine's --max-num-batched-tokens (the
+    # prefix word, then n words).
     assert [len(c["messages"][0]["content"].split()) - 2 for c in chats[: len(ladder)]] == ladder
     # Then the burst, all at once: prompts and replies of many lengths, as a real burst's.
     burst = sorted(chats[len(ladder) :], key=lambda c: int(c["messages"][0]["content"].split()[1][2:-1]))
     assert [(len(c["messages"][0]["content"].split()) - 2, c["max_tokens"]) for c in burst] == (
-        lifecycle.burst_shapes(cfg.max_inputs, lifecycle.WARM_UP_BURST_PROMPT_TOKENS, 64)
+        warmup.burst_shapes(cfg.max_inputs, warmup.WARM_UP_BURST_PROMPT_TOKENS, 64)
     )
     assert {e["auth"] for e in requests} == {"Bearer from-the-secret"}
     assert (
@@ -576,7 +575,7 @@ def check_snapshot_class(mod: Any, cfg: DeployConfig) -> None:
     assert auth.MIDDLEWARE in mod.command.argv  # the dev routes are closed under every auth setting
     # Sleep level 1 keeps the weights in host RAM: the container asks for them plus headroom.
     weights_mib = catalog.MODELS[cfg.model].weights_gib * 1024
-    assert info.memory_mib == lifecycle.snapshot_memory_mib(cfg) > weights_mib + 8 * 1024
+    assert info.memory_mib == planner.snapshot_memory_mib(cfg) > weights_mib + 8 * 1024
     # The pre-snapshot hook (start, health, warm-up, sleep) ends strictly before the startup timeout.
     assert mod.budget.total + mod.budget.margin == pytest.approx(info.startup_timeout)
     assert 0 < mod.budget.ready and mod.budget.total < info.startup_timeout
@@ -633,16 +632,16 @@ def test_snapshot_with_several_gpus_is_one_line_and_exit_2(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("requests", [1, 2, 7, 50, 256])
 def test_a_warm_up_burst_spreads_prompts_and_replies(requests: int) -> None:
-    shapes = lifecycle.burst_shapes(requests, 1024, 64)
+    shapes = warmup.burst_shapes(requests, 1024, 64)
     words, replies = [w for w, _ in shapes], [r for _, r in shapes]
     assert len(shapes) == requests and max(words) == 1536 and max(replies) == 64
     # Longer prompts get shorter replies: requests leave prefill and finish decoding at different steps.
     assert words == sorted(words) and replies == sorted(replies, reverse=True)
     if requests > 1:
-        assert min(words) == 512 and min(replies) == lifecycle.WARM_UP_MAX_TOKENS
+        assert min(words) == 512 and min(replies) == warmup.WARM_UP_MAX_TOKENS
     if requests >= 50:  # many distinct lengths: partial prefill chunks of many sizes
         assert len(set(words)) == requests
-        assert len(set(replies)) == min(requests, 64 - lifecycle.WARM_UP_MAX_TOKENS + 1)
+        assert len(set(replies)) == min(requests, 64 - warmup.WARM_UP_MAX_TOKENS + 1)
 
 
 @pytest.mark.parametrize("snapshot", [False, True])
@@ -703,7 +702,7 @@ def test_snapshot_hooks_start_warm_sleep_then_wake(tmp_path: Path, key: str | No
     calls = [(e["method"], e["path"]) for e in requests]
     chat = ("POST", "/v1/chat/completions")
     # Health, the warm-up (the prefill ladder, then max_inputs at once), sleep (then the snapshot), wake-up.
-    ladder = lifecycle.prefill_ladder(lifecycle.WARM_UP_PREFILL_TOKENS)
+    ladder = warmup.prefill_ladder(expected.max_num_batched_tokens)
     assert calls == [
         ("GET", "/health"),
         *[chat] * (len(ladder) + cfg.max_inputs),

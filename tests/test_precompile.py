@@ -1,16 +1,21 @@
-"""The MoE routing kernels compiled ahead of the first requests (gpt_oss_modal.server.precompile): which deployments
-get it, what it compiles, and the container step around it (skip on a marker, bounded, never fatal)."""
+"""The MoE routing kernels primed ahead of the first requests (gpt_oss_modal.server.precompile): which
+deployments get it, what it compiles, how many workers it takes, the marker, and the module run for real
+on this machine (which has no CUDA GPU)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from gpt_oss_modal.core import engine
+from gpt_oss_modal.core import engine, planner
 from gpt_oss_modal.core.config import DeployConfig
 from gpt_oss_modal.core.planner import plan
-from gpt_oss_modal.server import lifecycle, precompile
+from gpt_oss_modal.server import precompile
 
 
 @pytest.mark.parametrize(
@@ -37,27 +42,53 @@ def test_the_tiny_checkpoint_compiles_nothing() -> None:
 
 
 @pytest.mark.parametrize(
-    "spelling", [["--max-num-batched-tokens", "4096"], ["--max-num-batched-tokens=4096"]]
+    "extra", [[], ["--max-num-batched-tokens", "4096"], ["--max-num-batched-tokens=1024"]]
 )
-def test_the_users_batch_size_bounds_the_variants(spelling: list[str]) -> None:
-    cfg = DeployConfig(model="20b", gpu="H100", extra_vllm_args=spelling)
-    assert precompile.routing_for(cfg).max_tokens == 4096
-    assert precompile.routing_for(cfg).args() == ["--experts", "32", "--top-k", "4", "--max-tokens", "4096"]
+@pytest.mark.parametrize("gpu", ["H100", "H200", "H100:2"])
+def test_planner_priming_and_engine_agree_on_the_step(gpu: str, extra: list[str]) -> None:
+    # One value: the plan's, which the engine command passes and the priming's range ends at.
+    cfg = DeployConfig(model="20b", gpu=gpu, extra_vllm_args=extra)
+    p = plan(cfg)
+    routing = precompile.routing_for(cfg, p)
+    assert routing.max_tokens == p.max_num_batched_tokens == engine.build_command(cfg).max_num_batched_tokens
+    assert routing.args() == [
+        "--experts",
+        "32",
+        "--top-k",
+        "4",
+        "--max-tokens",
+        str(p.max_num_batched_tokens),
+    ]
+    # The plan's note counts the variants the module compiles.
+    variants = len(planner.routing_token_counts(routing.max_tokens))
+    assert any(f"{variants} MoE routing kernel variants" in n for n in p.notes), p.notes
+
+
+def test_plan_notes_the_priming_only_where_it_happens() -> None:
+    h100 = plan(DeployConfig(model="20b", gpu="H100"))
+    assert any(
+        "513 MoE routing kernel variants" in n and "before the first container" in n for n in h100.notes
+    )
+    a10g = plan(DeployConfig(model="20b", gpu="A10G"))
+    assert not any("routing kernel" in n for n in a10g.notes)
 
 
 def test_every_bucket_gets_both_specializations() -> None:
-    counts = precompile.token_counts(8192)
+    counts = planner.routing_token_counts(8192)
     # 1 token, then each 32-token bucket's top (divisible by 16) and the count below it (not divisible).
     assert counts[:5] == [1, 31, 32, 63, 64] and counts[-2:] == [8191, 8192]
-    assert len(counts) == 1 + 2 * (8192 // precompile.BUCKET)
-    assert {-(-n // precompile.BUCKET) for n in counts} == set(range(1, 8192 // precompile.BUCKET + 1))
+    assert len(counts) == 1 + 2 * (8192 // planner.ROUTING_BUCKET)
+    assert {-(-n // planner.ROUTING_BUCKET) for n in counts} == set(
+        range(1, 8192 // planner.ROUTING_BUCKET + 1)
+    )
 
 
 def test_the_marker_names_vllm_the_gpu_family_and_the_shapes(tmp_path: Path) -> None:
-    routing = precompile.routing_for(DeployConfig(model="120b", gpu="H200"))
+    routing = precompile.routing_for(DeployConfig(model="120b", gpu="H200", vllm_version="0.26.0"))
     marker = routing.marker(tmp_path)
-    assert marker.parent == tmp_path / "gpt-oss-modal-routing"
-    assert marker.name.startswith("vllm-") and marker.name.endswith("-sm90-e128-k4-t8192.done")
+    assert marker == tmp_path / "gpt-oss-modal-routing" / "vllm-0.26.0-sm90-e128-k4-t8192.done"
+    local = precompile.routing_for(DeployConfig(model="120b", gpu="H200"), vllm="0.32.1")
+    assert local.marker(tmp_path).name.startswith("vllm-0.32.1-")
     # The engine's cache: the volume's in a Modal container, Triton's default elsewhere.
     assert precompile.triton_cache_dir(engine.COMPILE_CACHE_ENV) == Path(
         engine.COMPILE_CACHE_ENV["TRITON_CACHE_DIR"]
@@ -65,57 +96,110 @@ def test_the_marker_names_vllm_the_gpu_family_and_the_shapes(tmp_path: Path) -> 
     assert precompile.triton_cache_dir({"HOME": "/x"}).parts[-2:] == (".triton", "cache")
 
 
-def _step(tmp_path: Path, cfg: DeployConfig, budget: float) -> tuple[bool, list[str]]:
-    # The local GPU target leaves Triton's cache to the environment (Modal's pins it on the cache volume).
+# --- workers from what was granted ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("affinity", "quota", "cpus"),
+    [(64, None, 64), (64, 4.0, 4), (64, 2.5, 3), (2, 16.0, 2), (8, 0.125, 1)],
+)
+def test_cpus_granted_are_the_affinity_capped_by_the_quota(affinity: int, quota, cpus: int) -> None:
+    assert precompile.granted_cpus(affinity, quota) == cpus
+
+
+@pytest.mark.parametrize(
+    ("cpus", "free_gib", "workers"),
+    [(64, 139.0, 8), (3, 139.0, 3), (64, 3.5, 3), (1, 139.0, 1), (16, 0.5, 0)],
+)
+def test_workers_follow_cpus_and_free_gpu_memory(cpus: int, free_gib: float, workers: int) -> None:
+    assert precompile.worker_count(cpus, free_gib) == workers
+
+
+def test_the_cgroup_quota_is_read_from_v2_and_v1(tmp_path: Path) -> None:
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("250000 100000\n")
+    assert precompile.cgroup_cpu_quota(v2) == 2.5
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert precompile.cgroup_cpu_quota(v2) is None
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("400000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert precompile.cgroup_cpu_quota(tmp_path / "v1") == 4.0
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert precompile.cgroup_cpu_quota(tmp_path / "v1") is None
+    assert precompile.cgroup_cpu_quota(tmp_path / "none") is None
+
+
+# --- the marker ---------------------------------------------------------------------------------------
+
+
+def test_the_marker_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    marker = tmp_path / "cache" / "gpt-oss-modal-routing" / "m.done"
+    precompile.write_marker(marker, "513 variants\n")
+    assert marker.read_text() == "513 variants\n"
+    assert os.listdir(marker.parent) == ["m.done"]  # no temporary file left beside it
+    # A reader racing many writers sees one whole text or another, never a half-written file.
+    texts = {f"{i} " * 50_000 + "\n" for i in range(8)}
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            seen.add(marker.read_text())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for _ in range(5):
+        for text in texts:
+            precompile.write_marker(marker, text)
+    done.set()
+    reader.join()
+    assert seen <= texts | {"513 variants\n"}
+    assert os.listdir(marker.parent) == ["m.done"]
+
+
+# --- the module, run for real ----------------------------------------------------------------------------
+
+
+def test_the_module_without_a_gpu_compiles_nothing_and_leaves_no_marker(tmp_path: Path) -> None:
+    # This machine has no CUDA GPU: `python -m gpt_oss_modal.server.precompile` (what deploy's GPU function
+    # runs) says so and exits 0, and no marker is left (a GPU would still compile everything).
+    marker = tmp_path / "m.done"
+    args = precompile.routing_for(DeployConfig(model="20b", gpu="H100")).args()
+    out = subprocess.run(
+        [sys.executable, "-m", "gpt_oss_modal.server.precompile", *args, "--marker", str(marker)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "precompile: nothing to compile (no CUDA GPU)"
+    assert not marker.exists()
+
+
+def _prime(tmp_path: Path, **kw) -> tuple[bool, list[str]]:
     lines: list[str] = []
-    command = engine.build_command(cfg, target="local-gpu")
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TRITON_CACHE_DIR": str(tmp_path / "triton")}
-    done = lifecycle.precompile_kernels(cfg, command, budget, base_env=env, log=lines.append)
-    return done, lines
+    routing = precompile.routing_for(DeployConfig(model="20b", gpu="H100"))
+    env = {**os.environ, "HOME": str(tmp_path), "TRITON_CACHE_DIR": str(tmp_path / "triton")}
+    return precompile.prime(routing, env, lines.append, **kw), lines
 
 
-def test_the_step_skips_what_the_cache_already_holds(tmp_path: Path) -> None:
-    cfg = DeployConfig(model="20b", gpu="H100")
-    marker = precompile.routing_for(cfg).marker(tmp_path / "triton")
-    marker.parent.mkdir(parents=True)
-    marker.write_text("done\n")
-    done, lines = _step(tmp_path, cfg, 60)
-    assert done and lines == [f"MoE routing kernels already compiled ({marker})"]
+def test_prime_skips_what_the_cache_already_holds(tmp_path: Path) -> None:
+    marker = precompile.routing_for(DeployConfig(model="20b", gpu="H100")).marker(tmp_path / "triton")
+    precompile.write_marker(marker, "done\n")
+    done, lines = _prime(tmp_path)
+    assert done and lines == [f"MoE routing kernels already in the cache ({marker})"]
 
 
-def test_the_step_runs_the_real_module_and_goes_on_without_a_gpu(tmp_path: Path) -> None:
-    # This machine has no CUDA GPU: the real `python -m gpt_oss_modal.server.precompile` says so and exits 0, and
-    # no marker is left (a GPU container would still compile everything).
-    cfg = DeployConfig(model="20b", gpu="H100")
-    done, lines = _step(tmp_path, cfg, 120)
-    assert not done and len(lines) == 1 and "nothing to compile (no CUDA GPU)" in lines[0], lines
+def test_prime_runs_the_module_in_the_engines_environment(tmp_path: Path) -> None:
+    done, lines = _prime(tmp_path)
+    assert not done and lines == ["precompile: nothing to compile (no CUDA GPU)"]
     assert not (tmp_path / "triton" / "gpt-oss-modal-routing").exists()
 
 
-def test_the_step_is_bounded_and_never_fatal(tmp_path: Path) -> None:
-    done, lines = _step(tmp_path, DeployConfig(model="20b", gpu="H100"), 0.05)
-    assert not done and len(lines) == 1 and "were spent" in lines[0] and "next start" in lines[0], lines
-
-
-def test_deployments_that_compile_nothing_skip_the_step(tmp_path: Path) -> None:
-    done, lines = _step(tmp_path, DeployConfig(model="20b", gpu="A10G"), 120)
-    assert not done and lines == []
-
-
-@pytest.mark.parametrize("snapshot", [False, True])
-def test_the_precompile_share_comes_out_of_the_time_to_health(snapshot: bool) -> None:
-    without = lifecycle.startup_budget(600, snapshot=snapshot)
-    with_it = lifecycle.startup_budget(600, snapshot=snapshot, precompile=True)
-    assert without.precompile == 0 and with_it.precompile == 120  # 20% of the timeout, at most 180 s
-    assert with_it.ready == without.ready - 120 and with_it.total == without.total
-    assert (
-        lifecycle.startup_budget(3600, snapshot=snapshot, precompile=True).precompile
-        == lifecycle.PRECOMPILE_MAX_S
-    )
-
-
-def test_plan_says_when_the_first_container_precompiles() -> None:
-    h100 = plan(DeployConfig(model="20b", gpu="H100"))
-    assert any("precompiles 513 MoE routing kernel variants" in n for n in h100.notes), h100.notes
-    a10g = plan(DeployConfig(model="20b", gpu="A10G"))
-    assert not any("precompiles" in n for n in a10g.notes)
+def test_prime_is_bounded_and_never_fatal(tmp_path: Path) -> None:
+    done, lines = _prime(tmp_path, timeout=0.05)
+    assert not done and len(lines) == 1 and "stopped after" in lines[0] and "first use" in lines[0], lines

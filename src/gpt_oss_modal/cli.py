@@ -398,6 +398,10 @@ def serve(
     try:
         try:
             started = time.monotonic()
+            if target == "local-gpu":
+                # The MoE routing kernels into the engine's Triton cache while the GPU is free (Hopper, once
+                # per cache), after the driver check.
+                server.prime(log=lambda line: err.print(line, highlight=False, soft_wrap=True, markup=False))
             server.start()
             what = f"{cfg.model} on vLLM" if target == "local-gpu" else "the tiny checkpoint on vLLM (CPU)"
             err.print(f"starting {what}; log: {server.log_path}", highlight=False, soft_wrap=True)

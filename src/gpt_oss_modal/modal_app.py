@@ -14,7 +14,6 @@ the local runners alike.
 """
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from gpt_oss_modal.core import engine, planner
 from gpt_oss_modal.core.config import CONFIG_JSON_ENV, ConfigError, load_config
 from gpt_oss_modal.deploy import doctor, modal_ops, precheck, weights
 from gpt_oss_modal.deploy.image import build_image, image_spec
-from gpt_oss_modal.server import lifecycle, precompile
+from gpt_oss_modal.server import guards, lifecycle, precompile, warmup
 
 MINUTES = 60  # seconds
 
@@ -145,7 +144,7 @@ def download_weights() -> str:
 # tells `deploy` and `run` whether to call it. Other GPUs compile nothing of the kind, and get no such
 # function.
 
-routing = precompile.routing_for(cfg)
+routing = precompile.routing_for(cfg, plan)
 KERNEL_CPUS = 8.0  # one compile worker per core, as many as the precompile step uses
 
 if routing is not None:
@@ -161,17 +160,9 @@ if routing is not None:
     )
     def precompile_kernels() -> bool:
         env = lifecycle.engine_env(command, os.environ)  # the engine's Triton cache, this package importable
-        marker = routing.marker(precompile.triton_cache_dir(env))
-        if not marker.exists():
-            workers = len(os.sched_getaffinity(0))  # the cores granted, not the host's
-            argv = [sys.executable, "-m", "gpt_oss_modal.server.precompile", *routing.args()]
-            argv += ["--workers", str(min(workers, precompile.MAX_WORKERS)), "--marker", str(marker)]
-            subprocess.run(argv, env=env, check=True)
-            vllm_cache.commit()
-        lifecycle.log(
-            f"MoE routing kernels {'in the cache' if marker.exists() else 'NOT compiled'} ({marker})"
-        )
-        return marker.exists()
+        primed = precompile.prime(routing, env, lifecycle.log)  # workers sized from the CPUs granted
+        vllm_cache.commit()
+        return primed
 
 
 def fill_caches() -> None:
@@ -230,11 +221,14 @@ web_server = {
 
 # ### Ready means warmed up
 #
-# The steps of a start-up are plain functions in `gpt_oss_modal.server.lifecycle` (they run the same outside
-# Modal): start vLLM, wait for /health, precompile, warm up. The warm-up sends a ladder of prompts (64 to
-# 8,192 tokens, one at a time) and one burst of `max_inputs` concurrent ~1k-token ones with replies of many
-# lengths, so the kernels the first real burst would compile on first use are compiled before any user
-# waits on them. Each step is bounded and logs what it did.
+# The steps of a start-up are plain functions in `gpt_oss_modal.server` (they run the same outside Modal):
+# check the GPU's driver, start vLLM, wait for /health, warm up. The warm-up sends a ladder of prompts (64
+# tokens up to the engine's --max-num-batched-tokens, one at a time) and one burst of `max_inputs`
+# concurrent ~1k-token ones with replies of many lengths, so the kernels the first real burst would compile
+# on first use are compiled before any user waits on them. (Hopper's MoE routing kernels are primed into
+# the cache volume once, before any container starts: `gpt_oss_modal.server.precompile`.) Each step is
+# bounded and logs what it did. Once serving, a watchdog on /health ends a container whose engine hangs,
+# so that Modal replaces it (`guards.Watchdog`).
 #
 # Traffic must not arrive before that, and an open port does not mean ready: vLLM binds its port before
 # it loads the engine, and even then the first burst would compile kernels while users wait. Modal runs a
@@ -246,19 +240,15 @@ web_server = {
 # Every step gets a share of the startup timeout (`lifecycle.startup_budget`), strictly inside it, so a
 # step that hangs fails with a message of ours before Modal kills the container.
 
-budget = lifecycle.startup_budget(
-    cfg.effective_startup_timeout(),
-    snapshot=cfg.snapshot,
-    precompile=routing is not None,
-)
+budget = lifecycle.startup_budget(cfg.effective_startup_timeout(), snapshot=cfg.snapshot)
 
 
 def start_warm() -> lifecycle.Engine:
     """Start vLLM and return once it is healthy and warmed up."""
+    guards.check_gpu()
     running = lifecycle.start_engine(cfg, command)
     lifecycle.wait_ready(running, budget.ready)
-    lifecycle.precompile_kernels(cfg, command, budget.precompile)
-    lifecycle.warm_up(running, budget.warm_up)
+    warmup.warm_up(running, budget.warm_up)
     return running
 
 
@@ -307,12 +297,14 @@ class Server:
         @modal.enter(snap=False)
         def wake_up(self) -> None:
             lifecycle.wake(self.engine, budget.wake)
+            guards.Watchdog(self.engine).start()  # after the restore: a snapshot holds no thread
 
     else:
 
         @modal.enter()
         def start(self) -> None:
             self.engine = start_warm()
+            guards.Watchdog(self.engine).start()
 
     @modal.web_server(**web_server)
     def serve(self) -> None:

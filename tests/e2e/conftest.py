@@ -57,6 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     _skip_without_engine()
     from gpt_oss_modal.core.config import DeployConfig
     from gpt_oss_modal.local import server as lo
+    from gpt_oss_modal.server import lifecycle
 
     log = tmp_path_factory.mktemp("engine") / "engine.log"
     srv = lo.LocalServer(
@@ -68,12 +69,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     start_or_fail(srv, STARTUP_TIMEOUT, "the local engine")
     print(f"\nlocal engine ready in {srv.ready_after:.1f} s at {srv.base_url} (log: {log})")
     pgid = srv.pgid
-    assert pgid is not None and lo.group_processes(pgid), "the engine's process group should be alive"
+    assert pgid is not None and lifecycle.group_processes(pgid), "the engine's process group should be alive"
     try:
         yield srv
     finally:
         srv.stop()
-        left = lo.group_processes(pgid)
+        left = lifecycle.group_processes(pgid)
         assert not left, f"processes of the engine's group {pgid} survived stop(): {left}"
 
 

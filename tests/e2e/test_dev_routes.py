@@ -2,24 +2,23 @@
 
 `snapshot = true` runs vLLM with VLLM_SERVER_DEV_MODE=1 for /sleep and /wake_up, which also registers
 /collective_rpc, /reset_prefix_cache, the weight-update routes and more. Here the local CPU engine runs in
-dev mode with the auth middleware and a dev-route secret, as the container starts it, once without a user
-key (proxy auth or --public on Modal) and once with one: every dev route must look absent (404) without
-the secret, a valid user key included, and the hooks' own calls (gpt_oss_modal.server.lifecycle, which send the
-secret) must get through. The CPU build has no sleep mode, so /sleep itself is not called: the routes
-register all the same, which is what the middleware is about.
+dev mode with the auth middleware, started by the container's own life cycle (which generates the
+dev-route secret), once without a user key (proxy auth or --public on Modal) and once with one: every dev
+route must look absent (404) without the secret, a valid user key included, and the hooks' own calls
+(gpt_oss_modal.server.lifecycle, which send the secret) must get through. The CPU build has no sleep mode,
+so /sleep itself is not called: the routes register all the same, which is what the middleware is about.
 """
 
 from __future__ import annotations
 
 import http.client
-import secrets
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from gpt_oss_modal.core.config import DeployConfig
-from gpt_oss_modal.server import auth, lifecycle
+from gpt_oss_modal.server import auth, lifecycle, warmup
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +48,6 @@ def dev_engine(
     from gpt_oss_modal.local import server as lo
 
     key = request.param
-    secret = secrets.token_urlsafe(32)  # what lifecycle.start_engine generates on Modal
     cfg = DeployConfig(
         model="tiny",
         port=lo.free_port(),
@@ -63,18 +61,13 @@ def dev_engine(
         target="local-cpu",
         checkpoint=lo.tiny_checkpoint(scripted=True),
         log_path=tmp_path_factory.mktemp("dev-engine") / "engine.log",
-        extra_env={"VLLM_SERVER_DEV_MODE": "1", auth.DEV_SECRET_ENV: secret},
+        # A stale secret in the environment is replaced by the one start_engine generates.
+        extra_env={"VLLM_SERVER_DEV_MODE": "1", auth.DEV_SECRET_ENV: "stale"},
     )
     engine_starter(srv, startup_timeout, "the dev-mode engine")
     assert srv.command is not None and auth.MIDDLEWARE in srv.command.argv
-    engine = lifecycle.Engine(
-        process=srv.proc,
-        url=srv.url,
-        max_inputs=cfg.max_inputs,
-        max_model_len=srv.command.max_model_len,
-        api_key=key,
-        dev_secret=secret,
-    )
+    engine = srv.engine  # the life cycle's handle: the container's hooks hold the same
+    assert engine.dev_secret and engine.dev_secret != "stale" and engine.api_key == key
     try:
         yield srv, engine
     finally:
@@ -145,7 +138,7 @@ def test_the_hooks_calls_get_through(dev_engine) -> None:
 
 def test_the_warm_up_runs_on_the_real_engine(dev_engine) -> None:
     _, engine = dev_engine
-    result = lifecycle.warm_up(engine, 300, prefill_tokens=1024)
+    result = warmup.warm_up(engine, 300, prefill_tokens=1024)
     assert result.finished and not result.errors, result.summary()
     assert result.burst == result.burst_ok == engine.max_inputs
     assert result.prefill_tokens >= 1024  # the server's own count: the prompt really was that long

@@ -22,6 +22,7 @@ import pytest
 
 from gpt_oss_modal.core.config import DeployConfig
 from gpt_oss_modal.local import server as lo
+from gpt_oss_modal.server import lifecycle
 
 pytestmark = [
     pytest.mark.e2e,
@@ -46,7 +47,7 @@ def assert_group_gone(pgid: int, within: float = GROUP_EXIT_BUDGET) -> None:
         except ProcessLookupError:
             return
         if time.monotonic() > deadline:
-            left = lo.group_processes(pgid)
+            left = lifecycle.group_processes(pgid)
             raise AssertionError(f"process group {pgid} still exists after {within} s (live: {left})")
         time.sleep(0.2)
 

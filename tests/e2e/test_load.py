@@ -152,10 +152,10 @@ def group_rss_mb(pgid: int) -> float:
     """Resident memory summed over the engine's process group (API server, engine core, workers)."""
     import psutil
 
-    from gpt_oss_modal.local import server as lo
+    from gpt_oss_modal.server import lifecycle
 
     total = 0
-    for pid in lo.group_processes(pgid):
+    for pid in lifecycle.group_processes(pgid):
         try:
             total += psutil.Process(pid).memory_info().rss
         except psutil.Error:
@@ -326,6 +326,7 @@ OPEN_ROUTES_WITH_KEY = [  # (method, path, json body): harmless to call, 200 wit
 def keyed_server(tmp_path_factory: pytest.TempPathFactory, startup_timeout: float) -> Iterator[Any]:
     from gpt_oss_modal.core.config import DeployConfig
     from gpt_oss_modal.local import server as lo
+    from gpt_oss_modal.server import lifecycle
 
     log = tmp_path_factory.mktemp("keyed-engine") / "engine.log"
     srv = lo.LocalServer(
@@ -345,7 +346,7 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory, startup_timeout: floa
         yield srv
     finally:
         srv.stop()
-        assert not lo.group_processes(pgid)  # type: ignore[arg-type]
+        assert not lifecycle.group_processes(pgid)  # type: ignore[arg-type]
         assert API_KEY not in log.read_text(errors="replace")
 
 
@@ -417,9 +418,9 @@ def test_openai_client_with_and_without_the_key(keyed_server) -> None:
 
 
 def test_the_key_is_not_on_any_command_line_or_in_the_log(keyed_server) -> None:
-    from gpt_oss_modal.local import server as lo
+    from gpt_oss_modal.server import lifecycle
 
-    pids = lo.group_processes(keyed_server.pgid)
+    pids = lifecycle.group_processes(keyed_server.pgid)
     assert pids
     for pid in pids:
         assert API_KEY.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()

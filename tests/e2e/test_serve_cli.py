@@ -13,45 +13,28 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from gpt_oss_modal.local import server as lo
 from gpt_oss_modal.local import tiny
+from gpt_oss_modal.server import lifecycle
 
 pytestmark = pytest.mark.e2e
 
 
 def _descendants(pid: int) -> set[int]:
-    """Every live process below `pid` (from /proc), whatever its process group."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if fields[0] not in ("Z", "X"):
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
+    """Every live process below `pid`, whatever its process group."""
+    return {p.pid for p in psutil.Process(pid).children(recursive=True) if _alive(p.pid)}
 
 
 def _alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
         return False
-    return state[state.rfind(")") + 2 :].split()[0] not in ("Z", "X")
 
 
 def _eventually(condition, within: float = 120.0) -> bool:
@@ -136,7 +119,7 @@ def test_serve_local_comes_up_answers_and_stops_cleanly_on_sigint(cli, startup_t
         assert _eventually(lambda: "stopped" in "".join(stderr)), "".join(stderr)[-3000:]
         _eventually(lambda: not any(_alive(p) for p in engine))
         assert not [p for p in engine if _alive(p)], "engine processes survived Ctrl-C"
-        assert lo.group_processes(engine_pgid) == []
+        assert lifecycle.group_processes(engine_pgid) == []
         assert not lo.port_in_use(port)
     finally:
         if proc.poll() is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpt_oss_modal.server import lifecycle
+from gpt_oss_modal.server import warmup
 
 pytestmark = pytest.mark.e2e
 
@@ -15,7 +15,7 @@ def test_the_warm_up_runs_its_ladder_and_burst_on_the_real_engine(server) -> Non
     assert result.finished and not result.errors, result.summary()
     assert result.burst_ok == result.burst == server.cfg.max_inputs
     # The server's own count: every prompt of the ladder (64 ... half the context) really was that long.
-    ladder = lifecycle.prefill_ladder(server.command.max_model_len // 2)
+    ladder = warmup.prefill_ladder(server.command.max_model_len // 2)
     assert result.prefill_tokens >= sum(ladder)
     # And the engine serves as before.
     assert server.running

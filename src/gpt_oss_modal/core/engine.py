@@ -14,7 +14,7 @@ from typing import Literal
 
 from gpt_oss_modal.core import speculative
 from gpt_oss_modal.core.config import SERVED_MODEL_NAME, DeployConfig
-from gpt_oss_modal.core.planner import Plan, require_fit
+from gpt_oss_modal.core.planner import Plan, require_fit, users_batched_tokens
 
 Target = Literal["modal", "local-gpu", "local-cpu"]
 
@@ -67,6 +67,9 @@ class EngineCommand:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     max_model_len: int = 0
+    # The largest step the engine schedules (--max-num-batched-tokens): the plan's on a GPU, what the warm-up
+    # and the kernel priming size themselves by; None on the CPU engine, which keeps vLLM's default.
+    max_num_batched_tokens: int | None = None
     # The bearer key (VLLM_API_KEY) for a local engine: set in the process environment only, never shown
     # by shell(), repr() or `config`. On Modal the key arrives from the Modal Secret instead.
     secret_env: dict[str, str] = field(default_factory=dict, repr=False)
@@ -139,10 +142,12 @@ def build_command(
     since the planner (a GPU planner) has no say there.
     """
     on_gpu = target != "local-cpu"
+    batched = None
     if on_gpu:
         if cfg.model_info is None:
             raise ValueError(f"{cfg.model} has no GPU plan; it runs on the local CPU engine only")
-        context = (plan or require_fit(cfg)).max_model_len
+        plan = plan or require_fit(cfg)
+        context, batched = plan.max_model_len, plan.max_num_batched_tokens
     else:
         context = cfg.context_asked_for or default_max_model_len or 4096
 
@@ -172,6 +177,9 @@ def build_command(
     ]
     if model_path is None and cfg.revision != "main":
         argv += ["--revision", cfg.revision]  # the weights (and code) of exactly this commit
+    if batched is not None and users_batched_tokens(cfg.extra_vllm_args) is None:
+        # Always explicit (the user's own, in extra_vllm_args, comes below): see planner.BIG_CARD_GIB.
+        argv += ["--max-num-batched-tokens", str(batched)]
     if on_gpu:
         argv += [
             "--tensor-parallel-size",
@@ -229,4 +237,6 @@ def build_command(
             # the cores, which on two cores shortens start-up several-fold under load.
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         }
-    return EngineCommand(argv=argv, env=env, max_model_len=context, secret_env=secret_env)
+    return EngineCommand(
+        argv=argv, env=env, max_model_len=context, max_num_batched_tokens=batched, secret_env=secret_env
+    )

@@ -33,7 +33,6 @@ from dataclasses import asdict, dataclass, field
 from gpt_oss_modal.core import catalog, measured, speculative
 from gpt_oss_modal.core.catalog import GiB
 from gpt_oss_modal.core.config import ConfigError, DeployConfig
-from gpt_oss_modal.server import precompile
 
 BF16_BYTES = 2
 BLOCK_TOKENS = 16  # vLLM's KV block size for gpt-oss's attention backends
@@ -43,6 +42,14 @@ FULL_LENGTH_REQUESTS = 4
 # "Concurrency that fits" is also reported for a typical chat request of this many tokens.
 TYPICAL_REQUEST_TOKENS = 4096
 MEASURED = f"measured on {measured.GPU}"
+# vLLM's chunked-prefill step for its API server when not told: 8,192 tokens on cards of 70 GiB or more,
+# else 2,048 (vllm/engine/arg_utils.py). The engine command always passes the plan's value, so the KV
+# arithmetic here, the kernel priming and vLLM agree whatever vLLM's own heuristic does on a card.
+BIG_CARD_GIB = 70
+BATCHED_TOKENS_FLAG = "--max-num-batched-tokens"
+# Hopper's MoE routing kernels are compiled per step size rounded up to this many tokens, each bucket in
+# two specializations (gpt_oss_modal.server.precompile primes them all).
+ROUTING_BUCKET = 32
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,7 @@ class Plan:
     max_inputs: int
     moe_kernel: str
     attention_backend: str
+    max_num_batched_tokens: int  # the engine's largest step (--max-num-batched-tokens, always passed)
     boot: str
     boot_costs: list[BootCost]  # every boot mode on this GPU: start-up and decode speed
     cpu: float  # physical cores one container reserves (Modal's cpu=)
@@ -164,38 +172,63 @@ def kv_bytes_per_token(model: catalog.Model, tp: int, drafter: catalog.Drafter |
     return layers * 2 * kv_heads * model.head_dim * BF16_BYTES
 
 
-def in_flight_tokens(gpu: catalog.GPU) -> int:
-    """Tokens scheduled but not yet freed per request (VllmConfig.max_in_flight_tokens): two batches with
-    async scheduling x vLLM's default max_num_batched_tokens for the API server, which it picks by GPU
-    (EngineArgs.get_batch_defaults, vLLM 0.32): 16,384 from 160 GiB, 8,192 from 70 GiB except A100s, else
-    2,048. 2 x 8,192 fits every H200 run; the other classes follow the same code, unmeasured."""
-    if gpu.vram_gib >= 160:
-        batched = 16384
-    elif gpu.vram_gib >= 70 and not gpu.name.startswith("A100"):
-        batched = 8192
-    else:
-        batched = 2048
-    return 2 * batched
+def default_batched_tokens(gpu: catalog.GPU) -> int:
+    """vLLM's own max_num_batched_tokens for its API server on this card (see BIG_CARD_GIB)."""
+    return 8192 if gpu.vram_gib >= BIG_CARD_GIB else 2048
 
 
-def blocks_per_request(model: catalog.Model, gpu: catalog.GPU, tokens: int) -> int:
-    """Pool blocks one request of `tokens` tokens reserves: full-attention group + sliding-window group."""
+def users_batched_tokens(args: list[str]) -> int | None:
+    """The --max-num-batched-tokens the user put in extra_vllm_args (either spelling), or None."""
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith(BATCHED_TOKENS_FLAG + "=") else None
+        if arg == BATCHED_TOKENS_FLAG and i + 1 < len(args):
+            value = args[i + 1]
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                raise ConfigError(
+                    f"extra_vllm_args: {BATCHED_TOKENS_FLAG} takes a whole number of tokens, not {value!r}"
+                ) from None
+    return None
+
+
+def max_num_batched_tokens(cfg: DeployConfig) -> int:
+    """The engine's largest step: the user's --max-num-batched-tokens, else vLLM's default for the card."""
+    return users_batched_tokens(cfg.extra_vllm_args) or default_batched_tokens(cfg.gpu_type)
+
+
+def routing_token_counts(max_tokens: int) -> list[int]:
+    """One token count per MoE routing kernel variant up to `max_tokens`: 1, then each ROUTING_BUCKET's
+    top (a multiple of 16) and the count below it (Triton specializes on divisibility by 16)."""
+    counts = {1}
+    for top in range(ROUTING_BUCKET, max_tokens + ROUTING_BUCKET, ROUTING_BUCKET):
+        counts |= {top, top - 1}
+    return sorted(n for n in counts if n <= max(max_tokens, 1))
+
+
+def blocks_per_request(model: catalog.Model, batched: int, tokens: int) -> int:
+    """Pool blocks one request of `tokens` tokens reserves: full-attention group + sliding-window group.
+
+    The sliding group holds the window plus the tokens scheduled but not yet freed
+    (VllmConfig.max_in_flight_tokens): two steps of `batched` tokens with async scheduling, which fits
+    every H200 run."""
     full = math.ceil(tokens / BLOCK_TOKENS)
-    window = min(model.sliding_window - 1 + in_flight_tokens(gpu), tokens)
+    window = min(model.sliding_window - 1 + 2 * batched, tokens)
     return full + math.ceil(window / BLOCK_TOKENS) + 1
 
 
-def concurrency(model: catalog.Model, gpu: catalog.GPU, blocks: int, tokens: int) -> float:
+def concurrency(model: catalog.Model, batched: int, blocks: int, tokens: int) -> float:
     """vLLM's maximum concurrency for requests of `tokens` tokens, with `blocks` blocks in the pool."""
-    return blocks / blocks_per_request(model, gpu, tokens)
+    return blocks / blocks_per_request(model, batched, tokens)
 
 
-def longest_request(model: catalog.Model, gpu: catalog.GPU, blocks: int) -> int:
+def longest_request(model: catalog.Model, batched: int, blocks: int) -> int:
     """The most tokens one request may have with `blocks` pool blocks (vLLM's check at start-up)."""
     lo, hi = 0, model.max_context
     while lo < hi:  # blocks_per_request grows with tokens: the largest that fits, by bisection
         mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if blocks_per_request(model, gpu, mid) <= blocks else (lo, mid - 1)
+        lo, hi = (mid, hi) if blocks_per_request(model, batched, mid) <= blocks else (lo, mid - 1)
     return lo
 
 
@@ -311,12 +344,12 @@ def boot_costs(model: catalog.Model, gpu: catalog.GPU) -> list[BootCost]:
     return costs
 
 
-def _auto_context(model: catalog.Model, gpu: catalog.GPU, blocks: int) -> int | None:
+def _auto_context(model: catalog.Model, batched: int, blocks: int) -> int | None:
     for ctx in STANDARD_CONTEXTS:
-        if ctx <= model.max_context and concurrency(model, gpu, blocks, ctx) >= FULL_LENGTH_REQUESTS:
+        if ctx <= model.max_context and concurrency(model, batched, blocks, ctx) >= FULL_LENGTH_REQUESTS:
             return ctx
     for ctx in STANDARD_CONTEXTS:  # not even four: one full-length request at a time still works
-        if ctx <= model.max_context and concurrency(model, gpu, blocks, ctx) >= 1:
+        if ctx <= model.max_context and concurrency(model, batched, blocks, ctx) >= 1:
             return ctx
     return None
 
@@ -327,10 +360,14 @@ def smallest_fitting_gpu(
     boot: str,
     context: int = min(STANDARD_CONTEXTS),
     drafter: catalog.Drafter | None = None,
+    *,
+    batched: int | None = None,
 ) -> catalog.GPU | None:
-    """The single GPU with the least memory (then the lowest price) that holds the model with `context`."""
+    """The single GPU with the least memory (then the lowest price) that holds the model with `context`,
+    each with `batched` tokens per step (the user's), else its own default."""
     for gpu in sorted(catalog.GPUS.values(), key=lambda g: (g.vram_gib, g.usd_per_hour)):
-        if longest_request(model, gpu, _memory(model, gpu, 1, util, boot, drafter).blocks) >= context:
+        mem = _memory(model, gpu, 1, util, boot, drafter)
+        if longest_request(model, batched or default_batched_tokens(gpu), mem.blocks) >= context:
             return gpu
     return None
 
@@ -339,7 +376,7 @@ def _fitting_count(model: catalog.Model, gpu: catalog.GPU, cfg: DeployConfig) ->
     """The fewest GPUs of this kind (a power of two, for tensor parallelism) that hold the model."""
     for count in (2, 4, 8):
         mem = _memory(model, gpu, count, cfg.gpu_memory_utilization, cfg.boot, cfg.drafter)
-        if longest_request(model, gpu, mem.blocks) >= min(STANDARD_CONTEXTS):
+        if longest_request(model, max_num_batched_tokens(cfg), mem.blocks) >= min(STANDARD_CONTEXTS):
             return count
     return None
 
@@ -353,7 +390,8 @@ def plan(cfg: DeployConfig) -> Plan:
     gpu, count = cfg.gpu_type, cfg.gpu_count
     mem = _memory(model, gpu, count, cfg.gpu_memory_utilization, cfg.boot, cfg.drafter)
     budget, weights, overhead, kv_gib = mem.budget, mem.weights, mem.overhead, mem.kv_gib
-    max_context = longest_request(model, gpu, mem.blocks)
+    batched = max_num_batched_tokens(cfg)
+    max_context = longest_request(model, batched, mem.blocks)
     notes: list[str] = []
     reason = None
 
@@ -364,11 +402,11 @@ def plan(cfg: DeployConfig) -> Plan:
                 f"max_model_len {cfg.max_model_len} is above {model.id}'s limit of {model.max_context} tokens"
             )
     else:
-        max_len, source = _auto_context(model, gpu, mem.blocks) or 0, "auto"
+        max_len, source = _auto_context(model, batched, mem.blocks) or 0, "auto"
     # vLLM's figures for requests of the served length (or the shortest standard one, when none fits).
-    full_length = concurrency(model, gpu, mem.blocks, max_len or min(STANDARD_CONTEXTS))
+    full_length = concurrency(model, batched, mem.blocks, max_len or min(STANDARD_CONTEXTS))
     kv_tokens = int(full_length * (max_len or min(STANDARD_CONTEXTS)))
-    typical = int(concurrency(model, gpu, mem.blocks, TYPICAL_REQUEST_TOKENS))
+    typical = int(concurrency(model, batched, mem.blocks, TYPICAL_REQUEST_TOKENS))
 
     where = f"{gpu.name}" + (f" x{count}" if count > 1 else "")
     model_fits = kv_gib > 0 and max_context >= min(STANDARD_CONTEXTS)
@@ -379,7 +417,14 @@ def plan(cfg: DeployConfig) -> Plan:
             f"{math.floor(full_length * 100) / 100:.2f} requests of that length (vLLM's maximum concurrency); the largest that fits "
             f"is {max_context}: use --max-model-len {max_context} (or auto, the planner's choice)"
         )
-        bigger = smallest_fitting_gpu(model, cfg.gpu_memory_utilization, cfg.boot, max_len, cfg.drafter)
+        bigger = smallest_fitting_gpu(
+            model,
+            cfg.gpu_memory_utilization,
+            cfg.boot,
+            max_len,
+            cfg.drafter,
+            batched=users_batched_tokens(cfg.extra_vllm_args),
+        )
         if bigger is not None and count == 1:
             reason += f", or --gpu {bigger.name}"
     if reason is None and (kv_gib <= 0 or max_len == 0 or max_context < max_len):
@@ -394,7 +439,13 @@ def plan(cfg: DeployConfig) -> Plan:
                 f"{model.id} on {where} leaves KV cache for one request of at most {max_context} tokens, "
                 f"fewer than max_model_len {max_len or min(STANDARD_CONTEXTS)}"
             )
-        better = smallest_fitting_gpu(model, cfg.gpu_memory_utilization, cfg.boot, drafter=cfg.drafter)
+        better = smallest_fitting_gpu(
+            model,
+            cfg.gpu_memory_utilization,
+            cfg.boot,
+            drafter=cfg.drafter,
+            batched=users_batched_tokens(cfg.extra_vllm_args),
+        )
         if better is not None and better.name != gpu.name:
             what += f"; smallest GPU that fits: {better.name} (use --gpu {better.name}"
             several = _fitting_count(model, gpu, cfg) if count == 1 else None
@@ -418,12 +469,11 @@ def plan(cfg: DeployConfig) -> Plan:
                 f"{gpu.name} (SM {gpu.compute_capability[0]}.{gpu.compute_capability[1]}) has no native MXFP4: "
                 "vLLM runs the experts through Marlin kernels, slower than on Hopper or Blackwell"
             )
-        routing = precompile.routing_for(cfg)
-        if routing is not None:
+        if catalog.moe_kernel(gpu) == "triton":
             notes.append(
-                f"the first container on a fresh cache volume precompiles {len(precompile.token_counts(routing.max_tokens))} "
-                "MoE routing kernel variants after /health (~1.5 min on 16 cores, bounded) so that no request "
-                "waits on a compile; later containers find them on the volume"
+                f"{len(routing_token_counts(batched))} MoE routing kernel variants (one per {ROUTING_BUCKET}-token "
+                f"step up to {batched:,}) are compiled once into the cache volume, on a GPU, before the first "
+                "container starts (~1.5 min), so that no request waits on a compile"
             )
         if cfg.max_inputs > typical >= 1:
             notes.append(
@@ -453,6 +503,7 @@ def plan(cfg: DeployConfig) -> Plan:
         max_inputs=cfg.max_inputs,
         moe_kernel=catalog.moe_kernel(gpu),
         attention_backend=catalog.attention_backend(gpu),
+        max_num_batched_tokens=batched,
         boot=cfg.boot,
         boot_costs=boot_costs(model, gpu),
         cpu=resources.cpu,

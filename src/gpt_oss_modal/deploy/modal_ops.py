@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gpt_oss_modal.core import catalog, engine, planner
@@ -240,15 +241,11 @@ def deployed_url(app_name: str) -> str:
 # --- what the caches hold -------------------------------------------------------------------------------
 
 
-def kernels_marker(vllm_version: str, routing: Any) -> str:
-    """Where, in the vllm-cache volume, the marker of precompiled MoE routing kernels lies: the name
-    `precompile.Routing.marker` gives it in the container, for the container's vLLM (this machine may
-    have another vLLM, or none), under the engine's TRITON_CACHE_DIR."""
+def kernels_marker(routing: Any) -> str:
+    """Where, in the vllm-cache volume, the marker of precompiled MoE routing kernels lies: the path
+    `precompile.Routing.marker` gives it under the engine's TRITON_CACHE_DIR, relative to the volume."""
     triton = engine.COMPILE_CACHE_ENV["TRITON_CACHE_DIR"].removeprefix(engine.VLLM_CACHE_DIR + "/")
-    name = (
-        f"vllm-{vllm_version}-sm{routing.sm}-e{routing.experts}-k{routing.top_k}-t{routing.max_tokens}.done"
-    )
-    return f"{triton}/gpt-oss-modal-routing/{name}"
+    return str(routing.marker(Path(triton)))
 
 
 def volume_has(name: str, path: str) -> bool:
@@ -274,9 +271,7 @@ def missing_caches(cfg: DeployConfig, routing: Any | None) -> list[str]:
     missing = []
     if not volume_has(engine.HF_CACHE.name, weights.config_marker_path(cfg)):
         missing.append("weights")
-    if routing is not None and not volume_has(
-        engine.VLLM_CACHE.name, kernels_marker(cfg.vllm_version, routing)
-    ):
+    if routing is not None and not volume_has(engine.VLLM_CACHE.name, kernels_marker(routing)):
         missing.append("kernels")
     return missing
 

@@ -3,10 +3,14 @@
 With an NVIDIA GPU it runs the real model (target `local-gpu`); without one it runs vLLM's CPU build on the
 embedded tiny checkpoint (target `local-cpu`, see `gpt_oss_modal.local.tiny`), which is what the tests and CI use.
 
-The engine runs in its own process group (vLLM starts an engine-core process next to the API server), so
-`stop()` ends all of it at once: SIGTERM to the group, then SIGKILL for whatever is still there. Its output
-goes to a log file under the cache directory and to a ring buffer of the last lines, which every start-up
-error quotes.
+The engine's life cycle is the Modal container's (`gpt_oss_modal.server.lifecycle`): one environment,
+one process group (vLLM starts an engine-core process next to the API server), one stop -- SIGTERM to the
+group, then SIGKILL for whatever is still there. Its output goes to a log file under the cache directory and
+to a ring buffer of the last lines, which every start-up error quotes.
+
+No watchdog here (the container has one, gpt_oss_modal.server.guards): nothing would replace a stopped
+engine, and a person at the terminal sees a hang and has Ctrl-C; on two shared cores a slow /health is
+more often a busy CPU engine than a hung one.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ import atexit
 import collections
 import contextlib
 import errno
+import importlib.metadata
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,11 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from gpt_oss_modal.clients import openai_api
 from gpt_oss_modal.core import catalog
 from gpt_oss_modal.core.config import DeployConfig, cache_dir
-from gpt_oss_modal.core.engine import EngineCommand, Target, build_command
-from gpt_oss_modal.server import lifecycle
+from gpt_oss_modal.core.engine import API_KEY_ENV, EngineCommand, Target, build_command
+from gpt_oss_modal.server import guards, lifecycle, precompile, warmup
 
 # The module that runs vLLM's CLI (see gpt_oss_modal.local.vllm_entry for why not the `vllm` script).
 ENTRY_MODULE = "gpt_oss_modal.local.vllm_entry"
@@ -135,32 +138,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def group_processes(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group `pgid`, read from /proc."""
-    pids = []
-    proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: ask the kernel whether the group exists at all
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        except PermissionError:
-            pass
-        return [pgid]
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            pids.append(int(entry.name))
-    return pids
-
-
 def engine_argv(command: EngineCommand, launcher: list[str] | None = None) -> list[str]:
     """The builder's `vllm serve ...` argv, run by this Python through the CLI shim (or by `launcher`)."""
     assert command.argv[0] == "vllm", command.argv
@@ -190,7 +167,10 @@ def tiny_checkpoint(*, scripted: bool = True) -> Checkpoint:
 
 
 class LocalServer:
-    """One engine process group on 127.0.0.1:port.
+    """One engine process group on 127.0.0.1:port, started and stopped by the engine life cycle
+    (`gpt_oss_modal.server.lifecycle`), with what a terminal adds: the port checked first, the engine's
+    output in a log file and a ring buffer, an engine that dies with the process that started it, a
+    progress line, and on a GPU the kernel priming before it starts and the warm-up after.
 
     >>> with LocalServer(DeployConfig(model="tiny", port=8123)) as server:  # doctest: +SKIP
     ...     server.wait_ready(300)
@@ -212,15 +192,14 @@ class LocalServer:
         self.cfg = cfg
         self.target: Target = target
         self.host = "127.0.0.1"
-        self.port = cfg.port
         self._checkpoint = checkpoint
         self.log_path = log_path or log_dir() / f"serve-{self.port}.log"
         self._extra_env = dict(extra_env or {})
         self._launcher = launcher  # what runs `serve ...` instead of vLLM's CLI (tests use fakes)
         self.lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.pgid: int | None = None
+        self.engine: lifecycle.Engine | None = None
         self.command: EngineCommand | None = None
+        self._base_env: dict[str, str] = {}
         self._reader: threading.Thread | None = None
         self._log: IO[str] | None = None
         self._lock = threading.Lock()
@@ -228,6 +207,10 @@ class LocalServer:
         self.ready_after: float | None = None  # seconds from start() to a healthy /health
 
     # -- addresses --
+
+    @property
+    def port(self) -> int:
+        return self.cfg.port
 
     @property
     def url(self) -> str:
@@ -251,59 +234,100 @@ class LocalServer:
             f"curl -s {self.base_url}/chat/completions -H 'Content-Type: application/json'{auth} -d '{body}'"
         )
 
-    # -- life cycle --
+    # -- the engine's process --
 
-    def last_lines(self, n: int = ERROR_LINES) -> list[str]:
-        with self._lock:
-            return list(self.lines)[-n:]
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.engine.process if self.engine is not None else None
+
+    @property
+    def pgid(self) -> int | None:
+        return self.engine.pgid if self.engine is not None else None
 
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def last_lines(self, n: int = ERROR_LINES) -> list[str]:
+        with self._lock:
+            return list(self.lines)[-n:]
+
     def _error(self, message: str) -> LocalServerError:
         return LocalServerError(message, self.last_lines(), self.log_path)
 
-    def start(self) -> LocalServer:
-        if self.proc is not None:
-            raise RuntimeError("this LocalServer was already started")
+    def _note(self, message: str) -> None:
+        """A life-cycle step's line, into the engine's log (the terminal shows a progress line instead)."""
+        with self._lock:
+            if self._log is not None and not self._log.closed:
+                self._log.write(f"[gpt-oss-modal] {message}\n")
+                self._log.flush()
+
+    # -- life cycle --
+
+    def _check_port(self) -> None:
         if port_in_use(self.port, self.host):
             raise LocalServerError(
                 f"port {self.port} on {self.host} is already in use (another server?); stop it or pick "
                 f"another with --port"
             )
-        env_extra: dict[str, str] = {}
+
+    def prepare(self) -> EngineCommand:
+        """The engine command (and, on CPU, the tiny checkpoint it loads), built once."""
+        if self.command is not None:
+            return self.command
         model_path = None
         default_len = None
+        # The user's environment, minus a bearer key of its own: the engine's is the config's (secret_env).
+        self._base_env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV}
         if self.target == "local-cpu":
             try:
                 ckpt = self._checkpoint or tiny_checkpoint(scripted=True)
             except (OSError, RuntimeError, ImportError) as e:  # no vocabulary (TokenizerError), no disk...
                 raise LocalServerError(f"cannot prepare the tiny checkpoint: {e}") from e
             model_path, default_len = str(ckpt.path), ckpt.max_model_len
-            env_extra |= ckpt.env
+            self._base_env |= ckpt.env
+        self._base_env |= self._extra_env
         self.command = build_command(
             self.cfg, target=self.target, model_path=model_path, default_max_model_len=default_len
         )
-        env = {**os.environ, **self.command.env, **env_extra, **self._extra_env}
-        env["PYTHONUNBUFFERED"] = "1"
-        env.pop("VLLM_API_KEY", None)
-        env |= self.command.secret_env  # the bearer key, never on the command line
+        return self.command
+
+    def prime(self, log: lifecycle.Log = lifecycle.log) -> bool:
+        """On a GPU, before start(): check the driver, then compile the MoE routing kernels the engine would
+        compile during its first requests into its Triton cache, once per cache (gpt_oss_modal.server.precompile).
+        True when they are all in the cache; False where there are none to compile."""
+        if self.target != "local-gpu":
+            return False
+        self._check_port()  # before minutes of compiling, not after
+        try:
+            guards.check_gpu(log)
+        except guards.GpuRefused as e:
+            raise LocalServerError(str(e)) from None
+        routing = precompile.routing_for(self.cfg, vllm=_installed("vllm"))
+        if routing is None:
+            return False
+        command = self.prepare()
+        return precompile.prime(routing, lifecycle.engine_env(command, self._base_env), log)
+
+    def start(self) -> LocalServer:
+        if self.engine is not None:
+            raise RuntimeError("this LocalServer was already started")
+        self._check_port()
+        command = self.prepare()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("w", encoding="utf-8", errors="replace")
-        self._log.write(f"$ {self.command.shell()}\n")
+        self._log.write(f"$ {command.shell()}\n")
         self._log.flush()
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(
-            engine_argv(self.command, self._launcher),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stop() ends the engine core with it
-            preexec_fn=_pdeathsig(),  # and it dies with us, should we be killed before stop()
+        self.engine = lifecycle.start_engine(
+            self.cfg,
+            command,
+            base_env=self._base_env,
+            argv=engine_argv(command, self._launcher),
+            capture_output=True,  # pumped into the log file and the ring buffer
+            die_with_starter=True,  # should we be killed before stop()
+            log=self._note,
         )
-        self.pgid = self.proc.pid
         _live.add(self)
         self._reader = threading.Thread(target=self._pump, name=f"vllm-log-{self.port}", daemon=True)
         self._reader.start()
@@ -331,37 +355,33 @@ class LocalServer:
         console: Any = None,
         on_tick: Callable[[float, str], None] | None = None,
     ) -> float:
-        """Block until GET /health answers 200; return the seconds since start().
+        """Block until GET /health answers 200 (lifecycle.wait_ready); return the seconds since start().
 
         The engine exiting, or `timeout` passing (the engine is then stopped), raises LocalServerError with
         the last log lines. `progress` shows a live line on `console` (rich): elapsed seconds and the
         engine's current log line.
         """
-        if self.proc is None or self.started_at is None:
+        if self.engine is None or self.started_at is None:
             raise RuntimeError("start() first")
         started = self.started_at
         display = _Progress(console, self.target) if progress else None
 
-        def alive() -> None:  # before every poll: show progress; an engine that exited ends the wait
+        def tick() -> None:
             elapsed, current = time.monotonic() - started, (self.last_lines(1) or [""])[0]
             if display:
                 display.update(elapsed, current)
             if on_tick:
                 on_tick(elapsed, current)
-            code = self.proc.poll() if self.proc is not None else None
-            if code is not None:
-                self._drain()
-                raise self._error(f"the engine exited with code {code} during start-up")
 
         try:
-            # With a key, /health is guarded too (gpt_oss_modal.server.auth): the wait sends it.
-            openai_api.wait_healthy(
-                self.url, timeout=started + timeout - time.monotonic(), api_key=self.api_key,
-                interval=0.5, poll_timeout=2.0, check=alive,
-            )  # fmt: skip
+            # With a key, /health is guarded too (gpt_oss_modal.server.auth): the engine's headers carry it.
+            lifecycle.wait_ready(
+                self.engine, started + timeout - time.monotonic(), on_tick=tick, log=self._note
+            )
+        except lifecycle.EngineExited as e:
+            self._drain()
+            raise self._error(f"the engine exited with code {e.code} during start-up") from None
         except (TimeoutError, RuntimeError) as e:
-            if isinstance(e, LocalServerError):
-                raise
             what = f"within {timeout:.0f} s" if isinstance(e, TimeoutError) else f"({e})"
             err = self._error(f"the engine did not answer /health {what}; stopped it")
             self.stop()
@@ -372,26 +392,12 @@ class LocalServer:
         self.ready_after = time.monotonic() - started
         return self.ready_after
 
-    def warm_up(self, budget: float | None = None) -> lifecycle.WarmUp:
-        """The Modal container's warm-up (`lifecycle.precompile_kernels`, then `lifecycle.warm_up`) against
-        this engine: on a GPU it compiles the kernels a first burst of requests would otherwise wait for. Call
-        it after wait_ready()."""
-        if self.proc is None or self.command is None:
+    def warm_up(self, budget: float = lifecycle.WARM_UP_MAX_S) -> warmup.WarmUp:
+        """The Modal container's warm-up (`warmup.warm_up`) against this engine: on a GPU it compiles the
+        kernels a first burst of requests would otherwise wait for. Call it after wait_ready()."""
+        if self.engine is None:
             raise RuntimeError("warm_up() needs a started engine: call start() and wait_ready() first")
-        engine = lifecycle.Engine(
-            process=self.proc,
-            url=self.url,
-            max_inputs=self.cfg.max_inputs,
-            max_model_len=self.command.max_model_len,
-            api_key=self.api_key,
-        )
-        # On Hopper, the MoE routing kernels first (gpt_oss_modal.server.precompile), into the engine's Triton cache.
-        lifecycle.precompile_kernels(
-            self.cfg, self.command, lifecycle.PRECOMPILE_MAX_S, base_env={**os.environ, **self._extra_env}
-        )
-        return lifecycle.warm_up(
-            engine, lifecycle.WARM_UP_MAX_S if budget is None else budget, log=lambda _: None
-        )
+        return warmup.warm_up(self.engine, budget, log=self._note)
 
     def _drain(self, timeout: float = 5.0) -> None:
         """Let the reader catch the last output of an exited engine."""
@@ -399,24 +405,11 @@ class LocalServer:
             self._reader.join(timeout)
 
     def stop(self, grace: float = 15.0) -> int | None:
-        """End the whole process group: SIGTERM, then SIGKILL after `grace` seconds. Returns the exit code."""
-        if self.proc is None:
+        """End the whole process group (lifecycle.stop: SIGTERM, then SIGKILL after `grace` seconds).
+        Returns the exit code."""
+        if self.engine is None:
             return None
-        pgid = self.pgid
-        assert pgid is not None
-        if group_processes(pgid) or self.proc.poll() is None:
-            _signal_group(pgid, signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and (self.proc.poll() is None or group_processes(pgid)):
-                time.sleep(0.1)
-            if self.proc.poll() is None or group_processes(pgid):
-                _signal_group(pgid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(10)
-                deadline = time.monotonic() + 10
-                while group_processes(pgid) and time.monotonic() < deadline:
-                    time.sleep(0.1)
-        code = self.proc.wait()
+        code = lifecycle.stop(self.engine, grace, log=self._note)
         self._drain()
         with self._lock:
             if self._log is not None and not self._log.closed:
@@ -425,7 +418,7 @@ class LocalServer:
         return code
 
     def __enter__(self) -> LocalServer:
-        if self.proc is None:
+        if self.engine is None:
             self.start()
         return self
 
@@ -433,31 +426,11 @@ class LocalServer:
         self.stop()
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _pdeathsig() -> Callable[[], None] | None:
-    """Linux: a preexec_fn giving the engine SIGTERM when the thread that started it dies (even by SIGKILL).
-
-    libc is loaded here, in the parent: between fork and exec the child may only call the prepared
-    function (an import there could deadlock on a lock another thread of the parent held at fork time).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
+def _installed(dist: str) -> str | None:
     try:
-        import ctypes
-
-        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
         return None
-    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
-
-    def set_pdeathsig() -> None:  # pragma: no cover - runs in the child
-        prctl(pr_set_pdeathsig, sigterm)
-
-    return set_pdeathsig
 
 
 # Servers still running when the interpreter exits are stopped.

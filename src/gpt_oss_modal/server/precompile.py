@@ -1,4 +1,4 @@
-"""Compile, before the first requests, the MoE routing kernels vLLM would otherwise compile during them.
+"""Prime the Triton cache with the MoE routing kernels vLLM would otherwise compile during the first requests.
 
 On Hopper GPUs vLLM runs gpt-oss's MoE layers with OpenAI's `triton_kernels`, whose routing kernels
 (`_topk_forward`, `_sum_bitmatrix_rows`) take the step's token count rounded up to 32 as a compile-time
@@ -7,50 +7,55 @@ the CUDA graphs (prefills, and decodes mixed with prefill chunks) compiles kerne
 ~0.5 s each, a stall every request in that step waits for. vLLM's JIT monitor (`--jit-monitor-verbose`)
 names them; docs/performance.md has the count.
 
-This compiles all of them -- each 32-token bucket up to `max_num_batched_tokens`, both specializations --
-in worker processes on the same GPU, into the Triton cache the engine reads (TRITON_CACHE_DIR, on the
-vllm-cache volume in a Modal container): the engine then loads each from disk in milliseconds, and a marker
-file there lets later containers skip the step. On an H200 (16 cores) it took 91 s with 8 workers, and turned a
-first burst's p99 time to first token from 2.5x the steady state into 1.2x (docs/performance.md). Run it
-after the engine answered /health, so that its memory profile is taken: the workers hold a CUDA context
-each (~0.5 GiB) in the memory vLLM leaves free. `gpt_oss_modal.server.lifecycle.precompile_kernels` does that.
+This compiles all of them -- each 32-token bucket up to the engine's `--max-num-batched-tokens`, both
+specializations -- in worker processes, into the Triton cache the engine reads (TRITON_CACHE_DIR: on the
+vllm-cache volume for Modal): the engine then loads each from disk in milliseconds. It is a one-shot step on
+a GPU of the deployment's class, run before any server starts, with the whole GPU to itself: once per cache
+(a marker file there says it is done) from `deploy`/`run` on Modal, and by `serve --local` on a local GPU
+(`prime`). On an H200 (16 cores) it took 91 s with 8 workers, and turned a first burst's p99 time to first
+token from 2.5x the steady state into 1.2x (docs/performance.md). docs/cold-start.md argues the place.
 
-    python -m gpt_oss_modal.server.precompile --experts 32 --top-k 4 --max-tokens 8192 --workers 8
+    python -m gpt_oss_modal.server.precompile --experts 32 --top-k 4 --max-tokens 8192 --marker PATH
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
+import contextlib
+import math
 import multiprocessing
+import os
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from gpt_oss_modal.core import catalog
 from gpt_oss_modal.core.config import DeployConfig
+from gpt_oss_modal.core.planner import Plan, plan, routing_token_counts
 
-BUCKET = 32  # rows of the routing bitmatrix are padded to this
-# vLLM's chunked-prefill batch for its API server: 8,192 tokens on cards of 70 GiB or more, else 2,048
-# (vllm/engine/arg_utils.py, default_max_num_batched_tokens).
-BIG_CARD_GIB = 70
-MAX_WORKERS = 8  # each holds a CUDA context; more buys little once the CPU is busy
+MAX_WORKERS = 8  # on the H200 host 8 workers took 91 s; beyond that the compiler's CPU work is the limit
 WORKER_GIB = 1.0  # GPU memory per worker (its CUDA context, ~0.5 GiB, and room to spare)
+# A hang is not a slow compile: 91 s with 8 workers, so even one worker on a fresh cache stays well inside.
+PRIME_TIMEOUT_S = 1800.0
 
 
 @dataclass(frozen=True)
 class Routing:
-    """The routing kernels a deployment's engine compiles: their shapes, and the GPU family."""
+    """The routing kernels a deployment's engine compiles: their shapes, the GPU family and the vLLM."""
 
     experts: int
     top_k: int
     max_tokens: int
     sm: int
+    vllm: str  # the release whose kernels these are (they differ between releases)
 
     def args(self) -> list[str]:
+        """This module's command-line arguments for these kernels (all but --workers and --marker)."""
         return [
             "--experts",
             str(self.experts),
@@ -62,32 +67,20 @@ class Routing:
 
     def marker(self, cache_dir: Path) -> Path:
         """The file that says every variant is in `cache_dir`, for this vLLM, GPU family and shape."""
-        try:
-            vllm = importlib.metadata.version("vllm")
-        except importlib.metadata.PackageNotFoundError:
-            vllm = "none"
-        name = f"vllm-{vllm}-sm{self.sm}-e{self.experts}-k{self.top_k}-t{self.max_tokens}.done"
+        name = f"vllm-{self.vllm}-sm{self.sm}-e{self.experts}-k{self.top_k}-t{self.max_tokens}.done"
         return cache_dir / "gpt-oss-modal-routing" / name
 
 
-def max_num_batched_tokens(cfg: DeployConfig) -> int:
-    """The engine's largest step: the user's --max-num-batched-tokens, else vLLM's default for the card."""
-    args = cfg.extra_vllm_args
-    for i, arg in enumerate(args):
-        if arg.startswith("--max-num-batched-tokens="):
-            return int(arg.split("=", 1)[1])
-        if arg == "--max-num-batched-tokens" and i + 1 < len(args):
-            return int(args[i + 1])
-    return 8192 if cfg.gpu_type.vram_gib >= BIG_CARD_GIB else 2048
-
-
-def routing_for(cfg: DeployConfig) -> Routing | None:
-    """What to precompile for `cfg`, or None: only Hopper runs these kernels (catalog.moe_kernel: below it
-    Marlin, above it FlashInfer, both compiled ahead of time), and only the real models do."""
+def routing_for(cfg: DeployConfig, p: Plan | None = None, *, vllm: str | None = None) -> Routing | None:
+    """What to prime for `cfg` (its plan `p`, when the caller has it), or None: only Hopper runs these
+    kernels (catalog.moe_kernel: below it Marlin, above it FlashInfer, both compiled ahead of time), and only
+    the real models do. The step sizes are the plan's max_num_batched_tokens, which the engine is given;
+    `vllm` is the release that runs them (default: the Modal image's, cfg.vllm_version)."""
     gpu, model = cfg.gpu_type, cfg.model_info
     if model is None or catalog.moe_kernel(gpu) != "triton":
         return None
-    return Routing(model.num_experts, model.experts_per_token, max_num_batched_tokens(cfg), gpu.sm)
+    batched = (p or plan(cfg)).max_num_batched_tokens
+    return Routing(model.num_experts, model.experts_per_token, batched, gpu.sm, vllm or cfg.vllm_version)
 
 
 def triton_cache_dir(env: Mapping[str, str]) -> Path:
@@ -97,12 +90,52 @@ def triton_cache_dir(env: Mapping[str, str]) -> Path:
     return Path(env.get("TRITON_HOME") or Path.home()) / ".triton" / "cache"
 
 
-def token_counts(max_tokens: int) -> list[int]:
-    """One token count per compiled variant: each bucket's top (a multiple of 16) and the count below it."""
-    counts = {1}
-    for top in range(BUCKET, max_tokens + BUCKET, BUCKET):
-        counts |= {top, top - 1}
-    return sorted(n for n in counts if n <= max(max_tokens, 1))
+# --- how many workers ------------------------------------------------------------------------------------
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs this container's cgroup may use (quota / period), or None when unlimited or unknown."""
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = (
+            (root / "cpu.max").read_text().split()[:2]
+        )  # cgroup v2: "max 100000" or "200000 100000"
+        return None if quota == "max" else int(quota) / int(period)
+    with contextlib.suppress(OSError, ValueError):  # cgroup v1
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    return None
+
+
+def granted_cpus(affinity: int, quota: float | None) -> int:
+    """The CPUs a process may really use: the `affinity` CPUs it may be scheduled on
+    (os.sched_getaffinity), capped by the cgroup's `quota`, rounded up. Not os.cpu_count(), which in a
+    container may report the host's."""
+    return max(1, affinity if quota is None else min(affinity, math.ceil(quota)))
+
+
+def worker_count(cpus: int, free_gib: float, limit: int = MAX_WORKERS) -> int:
+    """Workers for `cpus` granted CPUs and `free_gib` of free GPU memory: one per CPU and per WORKER_GIB,
+    at most `limit`; 0 when not even one fits on the GPU."""
+    return max(0, min(limit, cpus, int(free_gib // WORKER_GIB)))
+
+
+# --- the marker -----------------------------------------------------------------------------------------
+
+
+def write_marker(path: Path, text: str) -> None:
+    """Write `path` atomically: a temporary file beside it, then a rename. A Modal volume keeps the last
+    write of each file and commits in the background, so a plain write could be caught half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# --- compiling ------------------------------------------------------------------------------------------
 
 
 def _compile(counts: list[int], experts: int, top_k: int) -> int:
@@ -129,7 +162,7 @@ def _compile(counts: list[int], experts: int, top_k: int) -> int:
 def precompile(*, experts: int, top_k: int, max_tokens: int, workers: int) -> tuple[int, float]:
     """Compile every routing variant up to `max_tokens` in `workers` processes: (variants run, seconds)."""
     start = time.monotonic()
-    counts = token_counts(max_tokens)
+    counts = routing_token_counts(max_tokens)
     # Interleaved shares: each worker gets small and large counts alike.
     workers = max(1, min(workers, len(counts)))
     shares = [counts[i::workers] for i in range(workers)]
@@ -143,18 +176,31 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--experts", type=int, required=True, help="experts per MoE layer (num_local_experts)")
     ap.add_argument("--top-k", type=int, required=True, help="experts per token (num_experts_per_tok)")
-    ap.add_argument("--max-tokens", type=int, default=8192, help="the engine's max_num_batched_tokens")
-    ap.add_argument("--workers", type=int, default=MAX_WORKERS)
+    ap.add_argument("--max-tokens", type=int, required=True, help="the engine's --max-num-batched-tokens")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=MAX_WORKERS,
+        help="at most this many (fewer with fewer CPUs or GPU memory)",
+    )
     ap.add_argument("--marker", type=Path, help="a file to create once every variant is compiled")
     a = ap.parse_args(argv)
-    import torch
-
-    if not torch.cuda.is_available():
-        print("precompile: nothing to compile (no CUDA GPU)")
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is None or not torch.cuda.is_available():
+        print("precompile: nothing to compile (no CUDA GPU)", flush=True)
         return 0
-    # Each worker holds a CUDA context next to the engine: a GiB apiece, out of what vLLM left free.
+    affinity, quota = len(os.sched_getaffinity(0)), cgroup_cpu_quota()
+    cpus = granted_cpus(affinity, quota)
     free_gib = torch.cuda.mem_get_info()[0] / 2**30
-    workers = min(a.workers, int(free_gib - WORKER_GIB))
+    workers = worker_count(cpus, free_gib, a.workers)
+    print(
+        f"precompile: {workers} workers for {cpus} CPUs granted (affinity {affinity}, cgroup quota "
+        f"{'none' if quota is None else f'{quota:g}'}) and {free_gib:.1f} GiB of free GPU memory",
+        flush=True,
+    )
     if workers < 1:
         print(f"precompile: skipped, {free_gib:.1f} GiB of GPU memory free is too little for a worker")
         return 0
@@ -164,9 +210,49 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"precompile: {done} MoE routing variants in {seconds:.1f} s ({workers} workers)", flush=True)
     if a.marker:
-        a.marker.parent.mkdir(parents=True, exist_ok=True)
-        a.marker.write_text(f"{done} variants, {seconds:.1f} s\n")
+        write_marker(a.marker, f"{done} variants, {seconds:.1f} s, {workers} workers\n")
     return 0
+
+
+# --- from a caller: once per cache ----------------------------------------------------------------------
+
+Log = Callable[[str], None]
+
+
+def prime(routing: Routing, env: Mapping[str, str], log: Log, *, timeout: float = PRIME_TIMEOUT_S) -> bool:
+    """Run this module for `routing` in a process with the engine's environment `env` (so it writes the
+    engine's Triton cache), unless the cache's marker says it is done. Call it before the engine starts:
+    the GPU is then free. Failures and a timeout are logged, not raised (the kernels still compile on
+    first use). True when every variant is in the cache."""
+    marker = routing.marker(triton_cache_dir(env))
+    if marker.exists():
+        log(f"MoE routing kernels already in the cache ({marker})")
+        return True
+    argv = [sys.executable, "-m", __name__, *routing.args(), "--marker", str(marker)]
+    # A session of its own: on timeout the workers go with it.
+    proc = subprocess.Popen(
+        argv,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        log(f"precompile: stopped after {timeout:.0f} s; the rest compiles on first use")
+        return False
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    if proc.returncode:
+        log(f"precompile failed (exit code {proc.returncode}): {' | '.join(lines[-3:])[-400:]}")
+        return False
+    for line in lines:
+        log(line)
+    return marker.exists()
 
 
 if __name__ == "__main__":
