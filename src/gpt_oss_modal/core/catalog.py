@@ -7,7 +7,7 @@ the comment says so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 GiB = 1024**3
@@ -148,6 +148,25 @@ class Model:
         return self.num_layers - self.full_attention_layers
 
 
+# The 20b drafter Modal's example runs; nebius's (below) has the same one-layer shape.
+REDHAT_20B_DRAFTER = Drafter(
+    repo="RedHatAI/gpt-oss-20b-speculator.eagle3",
+    revision="97d07a21e8b7e2b667725dd92f579525c0a30d05",
+    source="what Modal's gpt-oss example pins, with 7 speculative tokens "
+    "(modal-labs/modal-examples, 06_gpu_and_ml/llm-serving/gpt_oss_inference.py)",
+    # Its speculators config: draft_vocab_size 64000, a one-layer Llama of gpt-oss's attention shape.
+    hidden_size=2880,
+    intermediate_size=2880,
+    num_attention_heads=64,
+    num_kv_heads=8,
+    head_dim=64,
+    draft_vocab=64000,
+    shape_source="the drafter's config.json (transformer_layer_config, draft_vocab_size)",
+    mean_acceptance=(2.4, 3.0),
+    acceptance_source="as reported for it on nebius/EAGLE3-gpt-oss-20b's model card",
+)
+
+
 MODELS: dict[str, Model] = {
     m.id: m
     for m in (
@@ -165,33 +184,13 @@ MODELS: dict[str, Model] = {
             # The revision Modal's own gpt-oss example pins (modal-labs/modal-examples,
             # 06_gpu_and_ml/llm-serving/gpt_oss_inference.py, MODEL_REVISION).
             revision="d666cf3b67006cf8227666739edf25164aaffdeb",
-            drafter=Drafter(
-                repo="RedHatAI/gpt-oss-20b-speculator.eagle3",
-                revision="97d07a21e8b7e2b667725dd92f579525c0a30d05",
-                source="what Modal's gpt-oss example pins, with 7 speculative tokens "
-                "(modal-labs/modal-examples, 06_gpu_and_ml/llm-serving/gpt_oss_inference.py)",
-                # Its speculators config: draft_vocab_size 64000, a one-layer Llama of gpt-oss's attention shape.
-                hidden_size=2880,
-                intermediate_size=2880,
-                num_attention_heads=64,
-                num_kv_heads=8,
-                head_dim=64,
-                draft_vocab=64000,
-                shape_source="the drafter's config.json (transformer_layer_config, draft_vocab_size)",
-                mean_acceptance=(2.4, 3.0),
-                acceptance_source="as reported for it on nebius/EAGLE3-gpt-oss-20b's model card",
-            ),
+            drafter=REDHAT_20B_DRAFTER,
             other_drafters=(
-                Drafter(
+                replace(
+                    REDHAT_20B_DRAFTER,
                     repo="nebius/EAGLE3-gpt-oss-20b",
                     revision=None,
                     source="not pinned: data for comparison",
-                    hidden_size=2880,
-                    intermediate_size=2880,
-                    num_attention_heads=64,
-                    num_kv_heads=8,
-                    head_dim=64,
-                    draft_vocab=64000,
                     shape_source="assumed the same as RedHat's drafter (config not read)",
                     mean_acceptance=(3.0, 3.65),
                     acceptance_source="its model card",
