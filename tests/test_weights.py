@@ -40,8 +40,19 @@ def test_only_the_files_vllm_loads_are_fetched() -> None:
 
 def test_the_marker_names_the_model_and_revision() -> None:
     cfg = DeployConfig(model="120b", gpu="H100")
-    assert weights.config_marker_path(cfg) == f"gpt-oss-modal/openai--gpt-oss-120b@{cfg.revision}.json"
-    assert weights.config_marker_path(cfg.model_copy(update={"model_revision": "abc"})).endswith("@abc.json")
+    assert weights.config_marker_paths(cfg) == [f"gpt-oss-modal/openai--gpt-oss-120b@{cfg.revision}.json"]
+    assert weights.config_marker_paths(cfg.model_copy(update={"model_revision": "abc"}))[0].endswith(
+        "@abc.json"
+    )
+
+
+def test_speculative_decoding_downloads_the_drafter_beside_the_weights() -> None:
+    cfg = DeployConfig(model="20b", speculative="eagle3")
+    drafter = cfg.drafter
+    assert weights.repos(cfg) == [(cfg.model, cfg.revision), (drafter.repo, drafter.revision)]
+    assert weights.config_marker_paths(cfg)[1] == (
+        f"gpt-oss-modal/RedHatAI--gpt-oss-20b-speculator.eagle3@{drafter.revision}.json"
+    )
 
 
 def test_progress_lines_say_bytes_rate_and_time_left() -> None:

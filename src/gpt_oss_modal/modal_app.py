@@ -131,8 +131,11 @@ app = modal.App(cfg.app_name, include_source=False)
     region=cfg.region,
 )
 def download_weights() -> str:
-    fetched = weights.download(cfg.model, cfg.revision, Path(engine.HF_CACHE.mount), commit=hf_cache.commit)
-    return fetched.summary()
+    fetched = [
+        weights.download(repo, revision, Path(engine.HF_CACHE.mount), commit=hf_cache.commit)
+        for repo, revision in weights.repos(cfg)  # the model, and its drafter with `speculative` on
+    ]
+    return "\n".join(f.summary() for f in fetched)
 
 
 # ## The MoE routing kernels, once, on the GPU (Hopper)

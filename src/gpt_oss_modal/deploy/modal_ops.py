@@ -269,7 +269,7 @@ def missing_caches(cfg: DeployConfig, routing: Any | None) -> list[str]:
     none are precompiled). Two listings, no container."""
     require_modal()
     missing = []
-    if not volume_has(engine.HF_CACHE.name, weights.config_marker_path(cfg)):
+    if not all(volume_has(engine.HF_CACHE.name, path) for path in weights.config_marker_paths(cfg)):
         missing.append("weights")
     if routing is not None and not volume_has(engine.VLLM_CACHE.name, kernels_marker(routing)):
         missing.append("kernels")

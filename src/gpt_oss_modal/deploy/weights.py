@@ -58,8 +58,18 @@ def marker_path(repo_id: str, revision: str) -> str:
     return f"{MARKER_DIR}/{repo_id.replace('/', '--')}@{revision}.json"
 
 
-def config_marker_path(cfg: DeployConfig) -> str:
-    return marker_path(cfg.model, cfg.revision)
+def repos(cfg: DeployConfig) -> list[tuple[str, str]]:
+    """What the engine loads from the Hugging Face cache for cfg: the model at its pinned revision, and the
+    speculative drafter at its own when `speculative` is on."""
+    wanted = [(cfg.model, cfg.revision)]
+    if cfg.drafter is not None and cfg.drafter.revision:
+        wanted.append((cfg.drafter.repo, cfg.drafter.revision))
+    return wanted
+
+
+def config_marker_paths(cfg: DeployConfig) -> list[str]:
+    """The markers of every complete download cfg needs (`repos`)."""
+    return [marker_path(repo, revision) for repo, revision in repos(cfg)]
 
 
 def human_bytes(n: float) -> str:
