@@ -38,7 +38,7 @@ from gpt_oss_modal.core import catalog
 from gpt_oss_modal.core.config import DeployConfig
 from gpt_oss_modal.core.planner import Plan, plan, routing_token_counts
 
-MAX_WORKERS = 8  # on the H200 host 8 workers took 91 s; beyond that the compiler's CPU work is the limit
+MAX_WORKERS = 8  # on an H200 (16 cores) 8 workers took 91 s; beyond that the compiler's CPU work is the limit
 WORKER_GIB = 1.0  # GPU memory per worker (its CUDA context, ~0.5 GiB, and room to spare)
 # A hang is not a slow compile: 91 s with 8 workers, so even one worker on a fresh cache stays well inside.
 PRIME_TIMEOUT_S = 1800.0
