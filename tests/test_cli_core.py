@@ -48,7 +48,7 @@ def test_plan_shows_the_always_on_cost_and_the_ceiling(cli) -> None:
     assert r.returncode == 0, r.stderr
     price = json.loads(cli("gpus", "--json").stdout)["gpus"]
     h100 = next(g["usd_per_hour"] for g in price if g["gpu"] == "H100")
-    # A running container costs its GPU and the cores and memory it reserves (20b: 4 cores, 16 GiB).
+    # A running container costs its GPU and the cores and memory it reserves (20b: 4 cores, 8 GiB).
     running = json.loads(cli("plan", "-g", "H100", "--json").stdout)["usd_per_hour"]
     assert running > h100
     rows = {

@@ -153,7 +153,7 @@ def plan(
     (measured on H200; other GPUs are estimates, and the plan says which). Each boot mode's start-up
     time and decode speed come from the same measurements. The cost per hour of one running container, per day of min_containers (always on, traffic or not),
     and per hour of max_containers (the ceiling). Exits 2 with one line (what does not fit, and the
-    largest context or the smallest GPU that does) when it does not fit.
+    largest context or the cheapest GPU that does) when it does not fit.
     """
     try:
         p = make_plan(loaded.config)
