@@ -85,6 +85,14 @@ def test_a_context_that_does_not_fit_is_one_line_with_the_largest_that_does(cli)
         assert cli("plan", *args[:-4], "--max-model-len", str(largest), *args[-2:]).returncode == 0
 
 
+def test_plan_20b_on_a10g_shows_marlins_weights_and_the_engines_step(cli) -> None:
+    r = cli("plan", "--model", "20b", "--gpu", "A10G")
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())  # the table wraps long cells
+    assert "13.8 weights" in text and "A10G budget emulated on an H200" in text
+    assert "--max-num-batched-tokens 2048" in text
+
+
 def test_plan_table_mentions_reduced_context_on_l4(cli) -> None:
     r = cli("plan", "-m", "20b", "-g", "L4", "--max-model-len", "auto")
     assert r.returncode == 0

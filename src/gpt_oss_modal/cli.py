@@ -189,7 +189,11 @@ def plan(
         f"{p.full_length_concurrency:.2f} full-length requests (vLLM's maximum concurrency), "
         f"{p.typical_concurrency} of 4k; max_inputs {p.max_inputs}",
     )
-    t.add_row("kernels", f"MXFP4 MoE: {p.moe_kernel}, attention: {p.attention_backend}")
+    t.add_row(
+        "kernels",
+        f"MXFP4 MoE: {p.moe_kernel}, attention: {p.attention_backend}; "
+        f"--max-num-batched-tokens {p.max_num_batched_tokens} (the engine command's)",
+    )
     for cost in p.boot_costs:
         t.add_row(f"boot {cost.boot}" + (" (chosen)" if cost.boot == p.boot else ""), boot_cost(cost))
     if p.speculative is not None:
