@@ -321,7 +321,7 @@ def _fast_activation(kernel: str, batched: int) -> float:
         c, m = _line(points)
         return max(0.0, c + m * batched)
     ((b0, a0),) = points.items()
-    shaped = [p for k in {r.moe_kernel for r in _PARTS} if len(p := _activation_points(k)) >= 2]
+    shaped = [p for k in sorted({r.moe_kernel for r in _PARTS}) if len(p := _activation_points(k)) >= 2]
     if not shaped:
         return a0 * batched / b0
     c, m = _line(shaped[0])
