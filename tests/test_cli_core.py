@@ -48,7 +48,7 @@ def test_plan_shows_the_always_on_cost_and_the_ceiling(cli) -> None:
     assert r.returncode == 0, r.stderr
     price = json.loads(cli("gpus", "--json").stdout)["gpus"]
     h100 = next(g["usd_per_hour"] for g in price if g["gpu"] == "H100")
-    # A running container costs its GPU and the cores and memory it reserves (20b: 4 cores, 16 GiB).
+    # A running container costs its GPU and the cores and memory it reserves (20b: 4 cores, 8 GiB).
     running = json.loads(cli("plan", "-g", "H100", "--json").stdout)["usd_per_hour"]
     assert running > h100
     rows = {
@@ -83,6 +83,14 @@ def test_a_context_that_does_not_fit_is_one_line_with_the_largest_that_does(cli)
         assert line.startswith("error: max_model_len 131072 does not fit openai/gpt-oss-120b on A100-80GB: ")
         largest = int(line.split("the largest that fits is ")[1].split(":")[0])
         assert cli("plan", *args[:-4], "--max-model-len", str(largest), *args[-2:]).returncode == 0
+
+
+def test_plan_20b_on_a10g_shows_marlins_weights_and_the_engines_step(cli) -> None:
+    r = cli("plan", "--model", "20b", "--gpu", "A10G")
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())  # the table wraps long cells
+    assert "13.8 weights" in text and "A10G budget emulated on an H200" in text
+    assert "--max-num-batched-tokens 2048" in text
 
 
 def test_plan_table_mentions_reduced_context_on_l4(cli) -> None:

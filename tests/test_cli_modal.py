@@ -126,7 +126,7 @@ def test_deploy_public_prints_the_plan_and_warns_once_before_calling_modal(cli, 
     from gpt_oss_modal.core import planner
 
     running = planner.container_resources(DeployConfig()).usd_per_hour
-    assert f"${running:.2f}/hour while a container runs (4 cores, 16 GiB and the GPU)" in r.stderr
+    assert f"${running:.2f}/hour while a container runs (4 cores, 8 GiB and the GPU)" in r.stderr
     assert (
         f"always on $0.00/day (min_containers 0), at most ${2 * running:,.2f}/hour (max_containers 2)"
         in r.stderr

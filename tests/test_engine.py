@@ -42,7 +42,7 @@ def test_command_for_every_model_gpu_and_mode(cfg: DeployConfig) -> None:
     if not p.fits:
         with pytest.raises(ConfigError) as e:
             build_command(cfg)
-        assert "smallest GPU that fits" in str(e.value) or "max_model_len" in str(e.value)
+        assert "cheapest GPU that fits" in str(e.value) or "max_model_len" in str(e.value)
         assert cfg.model == "openai/gpt-oss-120b" and cfg.gpu_type.vram_gib < 60
         return
 

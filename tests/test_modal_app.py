@@ -243,7 +243,7 @@ def test_api_key_secret_is_attached_and_required(load_app) -> None:
     ("settings", "message"),
     [
         ({"model": "tiny"}, "local CPU engine only"),
-        ({"model": "120b", "gpu": "A10G"}, "smallest GPU that fits: A100-80GB"),
+        ({"model": "120b", "gpu": "A10G"}, "cheapest GPU that fits: A100-80GB"),
     ],
 )
 def test_refuses_configs_that_cannot_run_on_modal(load_app, settings: dict, message: str) -> None:

@@ -153,7 +153,7 @@ def plan(
     (measured on H200; other GPUs are estimates, and the plan says which). Each boot mode's start-up
     time and decode speed come from the same measurements. The cost per hour of one running container, per day of min_containers (always on, traffic or not),
     and per hour of max_containers (the ceiling). Exits 2 with one line (what does not fit, and the
-    largest context or the smallest GPU that does) when it does not fit.
+    largest context or the cheapest GPU that does) when it does not fit.
     """
     try:
         p = make_plan(loaded.config)
@@ -189,7 +189,11 @@ def plan(
         f"{p.full_length_concurrency:.2f} full-length requests (vLLM's maximum concurrency), "
         f"{p.typical_concurrency} of 4k; max_inputs {p.max_inputs}",
     )
-    t.add_row("kernels", f"MXFP4 MoE: {p.moe_kernel}, attention: {p.attention_backend}")
+    t.add_row(
+        "kernels",
+        f"MXFP4 MoE: {p.moe_kernel}, attention: {p.attention_backend}; "
+        f"--max-num-batched-tokens {p.max_num_batched_tokens} (the engine command's)",
+    )
     for cost in p.boot_costs:
         t.add_row(f"boot {cost.boot}" + (" (chosen)" if cost.boot == p.boot else ""), boot_cost(cost))
     if p.speculative is not None:

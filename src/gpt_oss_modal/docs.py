@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gpt_oss_modal.core import catalog, engine, measured, planner
+from gpt_oss_modal.core import catalog, engine, planner
 from gpt_oss_modal.core.config import ENV_PREFIX, ORIGINAL_ENV, DeployConfig
 from gpt_oss_modal.core.planner import plan
 
@@ -96,9 +96,9 @@ def gpu_table() -> str:
         f'"auto"` picks with the default `max_inputs` {defaults["max_inputs"]} and `gpu_memory_utilization` '
         f"{defaults['gpu_memory_utilization']}",
         f"(`gpt-oss-modal plan` for yours); the default `max_model_len` {default_len} fits {where}.",
-        f"VRAM: as the CUDA driver reports it (read on {' and '.join(drivers)}); * marks a data-sheet estimate.",
-        f"Weights and runtime overhead: vLLM's own figures, {planner.MEASURED} ({measured.SOURCE});",
-        "on other cards the contexts are estimates from them.",
+        f"VRAM: nvidia-smi's total (read on {' and '.join(drivers)}; * as published for the card); vLLM sees about",
+        f"{planner.VRAM_RESERVE_GIB:.2f} GiB less. Weights and runtime: vLLM's own figures per MoE kernel path,",
+        f"{planner.MEASURED} with each card's budget and kernels reproduced (`src/gpt_oss_modal/core/measured.toml`).",
     ]
     return "\n".join(rows)
 

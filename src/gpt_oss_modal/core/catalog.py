@@ -29,11 +29,11 @@ RESOURCE_PRICE_SOURCE = "modal.com/pricing"
 @dataclass(frozen=True)
 class GPU:
     name: str  # what users type, and what Modal's `gpu=` takes
-    vram_gib: float  # memory the CUDA driver reports as total, in GiB (not the marketing GB)
+    vram_gib: float  # nvidia-smi's memory.total, in GiB (not the marketing GB); vLLM sees a little less
     compute_capability: tuple[int, int]
     usd_per_hour: float  # per GPU
     memory_tb_s: float  # published memory bandwidth, TB/s: what single-stream decode scales with
-    vram_from_driver: bool = False  # vram_gib read from the driver on a real card; else an estimate
+    vram_from_driver: bool = False  # vram_gib read by our own runs; else nvidia-smi's total as published
 
     @property
     def sm(self) -> int:
@@ -48,19 +48,20 @@ class GPU:
 
 
 # T4 (SM 7.5) is left out on purpose: it has no bfloat16, and GPT-OSS runs in bfloat16 only.
-# VRAM: H100 and H200 as their drivers reported it (81,559 and 143,771 MiB; docs/performance.md, measured
-# by benchmarks/); the others are estimates from the cards' data sheets.
+# VRAM: nvidia-smi's memory.total in MiB / 1024. H100 and H200 as our own runs read it (benchmarks/results,
+# benchmarks/results_v3); the others as nvidia-smi reports them in published logs of these cards (A100-40GB:
+# the SXM4 card). What vLLM may budget is less: planner.vllm_vram_gib.
 GPUS: dict[str, GPU] = {
     g.name: g
     for g in (
-        GPU("L4", 22.0, (8, 9), 0.7992, 0.3),
-        GPU("A10G", 22.0, (8, 6), 1.1016, 0.6),
-        GPU("L40S", 44.4, (8, 9), 1.9512, 0.864),
-        GPU("A100-40GB", 39.4, (8, 0), 2.0988, 1.555),
-        GPU("A100-80GB", 79.1, (8, 0), 2.4984, 2.039),
+        GPU("L4", 23034 / 1024, (8, 9), 0.7992, 0.3),
+        GPU("A10G", 23028 / 1024, (8, 6), 1.1016, 0.6),
+        GPU("L40S", 46068 / 1024, (8, 9), 1.9512, 0.864),
+        GPU("A100-40GB", 40960 / 1024, (8, 0), 2.0988, 1.555),
+        GPU("A100-80GB", 81920 / 1024, (8, 0), 2.4984, 2.039),
         GPU("H100", 81559 / 1024, (9, 0), 3.9492, 3.35, vram_from_driver=True),
         GPU("H200", 143771 / 1024, (9, 0), 4.5396, 4.8, vram_from_driver=True),
-        GPU("B200", 178.4, (10, 0), 6.2496, 8.0),
+        GPU("B200", 183359 / 1024, (10, 0), 6.2496, 8.0),
     )
 }
 
@@ -254,24 +255,31 @@ class ContainerResources:
     memory_gib_per_extra_gpu: float
 
 
-# Sized from what runs in the container while it serves max_inputs (50) streams:
-# - vLLM's API server (one process: HTTP, detokenisation and the harmony parser of every stream), the engine
-#   core (scheduler, sampler, the GPU's kernel launches) and, at tensor parallelism, a worker per GPU: each
-#   is busy enough to hold a core; the tokenizer threads of a burst of 50 prompts and the warm-up's burst take
-#   one or two more. 20b: 4 cores; 120b (more experts, longer steps to schedule, larger prompts): 8.
-# - Host memory: each process imports torch and CUDA (~2-3 GiB resident apiece), the API server holds the
-#   tokenizer and the streams' text, and loading the weights passes them through the page cache (safetensors
-#   are mapped from the volume: 12.8 GiB for 20b, 60.8 GiB for 120b, most of it cache the kernel may drop).
-#   16 GiB for 20b and 32 GiB for 120b cover the processes with the page cache trimmed; a snapshot needs the
-#   whole sleeping model in host RAM on top (planner.container_resources).
-# These are estimates to be checked against the engine processes' RSS and CPU under the c=50 benchmark on a
-# GPU host; the plan prices exactly what the app reserves.
+# Sized from a measurement: gpt-oss-20b (`fast`) on an H200 under `vllm bench serve` at concurrency 50 (random
+# 1,024 in / 512 out, 800 prompts, 0 failed), psutil over the engine's process group once a second
+# (benchmarks/results_v3/s1_d_H200: rss_cpu_samples.jsonl, result.json):
+#   API server 1,672 MiB RSS and 0.57 core mean (0.91 peak); engine core 2,203 MiB and 0.89 core (1.03 peak,
+#   one busy Python thread); group 3,917 MiB RSS (~3.4 GiB PSS), 1.46 cores mean, 1.84 at the busiest second.
+#   Idle after start-up: 3,807 MiB and 0.02 core. The host's whole memory in use peaked at 4.79 GiB, the bench
+#   client and the OS included.
+# - cpu: 4 cores for 20b, about twice the busiest second: the first requests also compile Triton kernels in the
+#   group (ptxas was seen there), and the warm-up's burst and the precompile workers run before traffic.
+# - memory: 8 GiB for 20b, twice the peak RSS rounded up. The run loaded dummy weights: real ones are read
+#   through the page cache (12.8 GiB for 20b, 60.8 GiB for 120b), which the kernel drops under pressure and
+#   which is not reserved here. Modal bills the greater of the reservation and what the container uses, so
+#   whatever of it Modal counts as use is billed while it is held either way; reserving it would bill it for the
+#   container's whole life.
+# - gpt-oss-120b was not measured, so its numbers are estimates: the API server and engine core barely depend on
+#   the model (the tokenizer, the streams and the scheduler are the same; the weights live on the GPU), and the
+#   one part that grows with it, the weights' page cache, is not reserved. So: 20b's 4 cores and 8 GiB.
+# - Each GPU beyond the first adds a worker process at tensor parallelism: about the engine core's share,
+#   1 core and 5 GiB (twice its 2.2 GiB, rounded up).
 CONTAINER_RESOURCES: dict[str, ContainerResources] = {
     "openai/gpt-oss-20b": ContainerResources(
-        cpu=4.0, memory_gib=16.0, cpu_per_extra_gpu=1.0, memory_gib_per_extra_gpu=4.0
+        cpu=4.0, memory_gib=8.0, cpu_per_extra_gpu=1.0, memory_gib_per_extra_gpu=5.0
     ),
-    "openai/gpt-oss-120b": ContainerResources(
-        cpu=8.0, memory_gib=32.0, cpu_per_extra_gpu=1.0, memory_gib_per_extra_gpu=4.0
+    "openai/gpt-oss-120b": ContainerResources(  # an estimate: see above
+        cpu=4.0, memory_gib=8.0, cpu_per_extra_gpu=1.0, memory_gib_per_extra_gpu=5.0
     ),
 }
 

@@ -13,36 +13,62 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class Overhead:
-    """Memory vLLM keeps out of the KV cache besides the weights: budget - weights - "Available KV cache
-    memory", where budget = driver total x gpu_memory_utilization. It holds the CUDA context, the profile
-    run's activation peak and the CUDA-graph pool, so it depends on the boot mode."""
+class Vram:
+    """A card's memory as vLLM sees it: vLLM budgets gpu_memory_utilization x what torch reports as the
+    card's total (torch.cuda.mem_get_info()[1]), a little less than nvidia-smi's memory.total."""
 
-    model: str
-    boot: str
-    budget_gib: float  # the run's budget, 140.40 GiB x util
-    gib: float
-    run: str  # the study's run name (its raw result: benchmarks/results_v2/<run>)
+    gpu: str
+    driver_total_mib: int  # nvidia-smi's memory.total
+    vllm_total_gib: float  # what torch (and so vLLM) sees
+    runs: tuple[str, ...]  # where it was read (raw results)
+
+    @property
+    def reserve_gib(self) -> float:
+        """What the driver keeps out of torch's total."""
+        return self.driver_total_mib / 1024 - self.vllm_total_gib
 
 
 @dataclass(frozen=True)
 class KvRun:
-    """One start-up's settings and vLLM's own KV figures ("Available KV cache memory", "GPU KV cache size"),
-    for the planner's calibration test. `runs`: every run that started with these settings and logged them."""
+    """One start-up's settings and vLLM's own memory figures: its budget, the parts it keeps out of the KV
+    cache, "Available KV cache memory", "GPU KV cache size" and "Maximum concurrency". The planner takes its
+    weights and runtime from these; its calibration test checks the plan against each. `runs`: every run that
+    started with these settings and logged these figures (raw results under `results`)."""
 
     runs: tuple[str, ...]
+    results: str  # the folder holding the runs' raw results ("" where they were not kept)
     model: str
+    gpu: str  # the card whose budget and kernels the run reproduced (on an H200), or the H200 itself
     boot: str
-    util: float
+    util: float  # --gpu-memory-utilization as passed
     max_model_len: int
     max_num_seqs: int
-    moe_backend: str  # vLLM's --moe-backend: "auto" picks Triton on Hopper
+    max_num_batched_tokens: int
+    moe_kernel: str  # the MXFP4 MoE path vLLM logged: "marlin" or "triton"
+    attention: str  # the attention backend vLLM logged
+    budget_gib: float  # vLLM's "Desired GPU memory utilization is (U, B GiB)": util x what torch sees
     kv_cache_gib: float
     kv_tokens: int
+    max_concurrency: float  # for requests of max_model_len tokens
+    weights_gib: float | None = None  # "Model loading took N GiB"; None where the run's parts were not kept
+    activation_gib: float | None = None  # the profile run's peak activation
+    non_torch_gib: float | None = None  # CUDA context, NCCL, cuBLAS workspaces
+    graphs_gib: float | None = None  # the CUDA-graph pool
 
     @property
     def run(self) -> str:
         return self.runs[0]
+
+    @property
+    def has_parts(self) -> bool:
+        return None not in (self.weights_gib, self.activation_gib, self.non_torch_gib, self.graphs_gib)
+
+    @property
+    def runtime_gib(self) -> float | None:
+        """Activation peak + non-torch + graph pool: what vLLM keeps out of the KV cache besides the weights."""
+        if not self.has_parts:
+            return None
+        return self.activation_gib + self.non_torch_gib + self.graphs_gib  # type: ignore[operator]
 
 
 @dataclass(frozen=True)
@@ -68,8 +94,7 @@ _DATA = _load()
 
 SOURCE: str = _DATA["source"]
 GPU: str = _DATA["gpu"]  # the class every figure was measured on
-WEIGHTS_GIB: dict[str, float] = dict(_DATA["weights_gib"])  # "Model loading took N GiB", per model
-OVERHEADS = tuple(Overhead(**o) for o in _DATA["overhead"])
+VRAM = {v["gpu"]: Vram(**{**v, "runs": tuple(v["runs"])}) for v in _DATA["vram"]}
 KV_RUNS = tuple(KvRun(**{**r, "runs": tuple(r["runs"])}) for r in _DATA["kv_run"])
 BOOT_FIGURES_MODEL: str = _DATA["boot_figures"]["model"]
 BOOT_FIGURES = {

@@ -1,12 +1,15 @@
 """Does a model fit a GPU, with how much context and concurrency, on which kernels, at what price.
 
 The arithmetic, per GPU of a tensor-parallel group, as vLLM does it (calibrated against its own start-up
-logs on an H200: gpt_oss_modal.core.measured, tests/test_planner.py):
+logs, on an H200 and on an H200 set to smaller cards' budgets and kernels: gpt_oss_modal.core.measured,
+tests/test_planner.py):
 
-    budget   = VRAM x gpu_memory_utilization          (VRAM as the driver reports it; vLLM never takes more)
-    weights  = what vLLM loads, / TP                   (MXFP4 experts stay 4-bit on every kernel path)
-    overhead = CUDA context + activation peak + CUDA-graph pool   -- measured per boot mode on the H200
-    KV cache = budget - weights - overhead
+    VRAM     = the card's total as vLLM sees it (torch's, a little under nvidia-smi's: vllm_vram_gib)
+    budget   = VRAM x gpu_memory_utilization          (vLLM never takes more)
+    weights  = what vLLM loads on the card's MXFP4 MoE kernel path, / TP   (Marlin's layout is larger)
+    runtime  = activation peak + non-torch memory + CUDA-graph pool, by kernel path, batched tokens and
+               boot mode (the profile run pushes max_num_batched_tokens through the model)
+    KV cache = budget - weights - runtime
 
 and the KV cache's capacity as vLLM counts it (vllm/v1/core/kv_cache_utils.py, get_kv_cache_capacity):
 GPT-OSS alternates full attention with 128-token sliding-window attention. vLLM puts each kind of layer in
@@ -173,8 +176,9 @@ def kv_bytes_per_token(model: catalog.Model, tp: int, drafter: catalog.Drafter |
 
 
 def default_batched_tokens(gpu: catalog.GPU) -> int:
-    """vLLM's own max_num_batched_tokens for its API server on this card (see BIG_CARD_GIB)."""
-    return 8192 if gpu.vram_gib >= BIG_CARD_GIB else 2048
+    """vLLM's own max_num_batched_tokens for its API server on this card (see BIG_CARD_GIB): it compares
+    the total torch reports."""
+    return 8192 if vllm_vram_gib(gpu)[0] >= BIG_CARD_GIB else 2048
 
 
 def users_batched_tokens(args: list[str]) -> int | None:
@@ -232,61 +236,231 @@ def longest_request(model: catalog.Model, batched: int, blocks: int) -> int:
     return lo
 
 
-def overhead_gib(model: catalog.Model, boot: str, budget: float) -> tuple[float, bool]:
-    """Non-KV memory for this model, boot mode and budget, and whether it was measured at that point.
+# What the driver keeps out of torch's total, for a card whose total torch was not read on: the larger of
+# the gaps measured (H200 0.60 GiB, H100 0.47 GiB), so that no plan promises memory vLLM will not see.
+VRAM_RESERVE_GIB = max(v.reserve_gib for v in measured.VRAM.values())
+# Runs with every memory part logged: where the weights and the runtime come from.
+_PARTS = tuple(r for r in measured.KV_RUNS if r.has_parts)
 
-    The run with the nearest budget of the same model and boot; a boot mode measured only for 20b borrows
-    20b's difference from fast (the graph pools are the difference)."""
-    runs = [o for o in measured.OVERHEADS if o.model == model.id and o.boot == boot]
-    if runs:
-        best = min(runs, key=lambda o: abs(o.budget_gib - budget))
-        return best.gib, abs(best.budget_gib - budget) < 0.05
-    fast = [o for o in measured.OVERHEADS if o.model == model.id and o.boot == "fast"]
-    base = min(fast, key=lambda o: abs(o.budget_gib - budget)).gib
-    by_boot = {o.boot: o.gib for o in measured.OVERHEADS if o.model == measured.BOOT_FIGURES_MODEL}
-    return base + by_boot[boot] - by_boot["fast"], False
+
+def vllm_vram_gib(gpu: catalog.GPU) -> tuple[float, bool]:
+    """The card's total as vLLM sees it (torch's), and whether it was read on such a card."""
+    seen = measured.VRAM.get(gpu.name)
+    if seen is not None:
+        return seen.vllm_total_gib, True
+    return gpu.vram_gib - VRAM_RESERVE_GIB, False
+
+
+def _logged_weights(model_id: str, kernel: str) -> float | None:
+    values = [r.weights_gib for r in _PARTS if r.model == model_id and r.moe_kernel == kernel]
+    return statistics.fmean(values) if values else None  # type: ignore[arg-type]
+
+
+def _expert_count(model: catalog.Model) -> int:
+    return model.num_layers * model.num_experts
+
+
+def weights_gib(model: catalog.Model, kernel: str) -> tuple[float, bool]:
+    """What vLLM loads for `model` on one GPU on this MoE kernel path, and whether it was measured.
+
+    Marlin repacks the MXFP4 experts (13.8 GiB for 20b, against 13.03 on Hopper's Triton path). Where a model
+    was measured on Hopper's path only, Marlin's excess is another model's scaled by the expert bytes (both
+    sizes have experts of one shape, so by layers x experts). Blackwell's path was not measured: Hopper's."""
+    logged = _logged_weights(model.id, kernel)
+    if logged is not None:
+        return logged, True
+    hopper = _logged_weights(model.id, "triton")
+    if hopper is None:  # a model never started: its checkpoint
+        return model.weights_gib, False
+    if kernel == "marlin":
+        for ref in catalog.MODELS.values():
+            marlin, ref_hopper = _logged_weights(ref.id, "marlin"), _logged_weights(ref.id, "triton")
+            if marlin is not None and ref_hopper is not None:
+                return hopper + (marlin - ref_hopper) * _expert_count(model) / _expert_count(ref), False
+    return hopper, False
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What vLLM keeps out of the KV cache besides the weights, in its own three parts (GiB)."""
+
+    activation: float  # the profile run's peak: grows with max_num_batched_tokens
+    non_torch: float  # CUDA context, NCCL, cuBLAS workspaces
+    graphs: float  # the CUDA-graph pool: the boot mode's
+    measured: bool  # logged by vLLM for this kernel path, batched tokens and boot mode
+    runs: tuple[str, ...] = ()
+
+    @property
+    def gib(self) -> float:
+        return self.activation + self.non_torch + self.graphs
+
+
+def _activation_points(kernel: str) -> dict[int, float]:
+    """The activation peak of boot `fast` on this kernel path, per batched-token count measured."""
+    by_batched: dict[int, list[float]] = {}
+    for r in _PARTS:
+        if r.moe_kernel == kernel and r.boot == "fast":
+            by_batched.setdefault(r.max_num_batched_tokens, []).append(r.activation_gib)  # type: ignore[arg-type]
+    return {b: statistics.fmean(v) for b, v in by_batched.items()}
+
+
+def _line(points: dict[int, float]) -> tuple[float, float]:
+    """Intercept and slope through the smallest and largest batched-token counts of `points`."""
+    (b0, a0), (b1, a1) = min(points.items()), max(points.items())
+    slope = (a1 - a0) / (b1 - b0)
+    return a0 - slope * b0, slope
+
+
+def _fast_activation(kernel: str, batched: int) -> float:
+    """The activation peak of boot `fast`: measured, or along the kernel's line through its measured points;
+    a kernel measured at one size only follows the shape of a kernel measured at two (its value scaled)."""
+    points = _activation_points(kernel)
+    if batched in points:
+        return points[batched]
+    if len(points) >= 2:
+        c, m = _line(points)
+        return max(0.0, c + m * batched)
+    ((b0, a0),) = points.items()
+    shaped = [p for k in sorted({r.moe_kernel for r in _PARTS}) if len(p := _activation_points(k)) >= 2]
+    if not shaped:
+        return a0 * batched / b0
+    c, m = _line(shaped[0])
+    return a0 * (c + m * batched) / (c + m * b0)
+
+
+def runtime_gib(kernel: str, batched: int, boot: str) -> Runtime:
+    """vLLM's runtime memory for a kernel path, max_num_batched_tokens and boot mode (model-independent:
+    20b and 120b log the same parts on Hopper at 8,192 tokens).
+
+    Measured points are taken as logged. Elsewhere: the kernel path's non-torch memory, the boot mode's graph
+    pool and its extra activation (torch.compile's profile run peaks higher), measured on Hopper at 8,192,
+    and the activation of boot `fast` along the batched tokens (_fast_activation). Blackwell's FlashInfer
+    path was not measured: Hopper's."""
+    data_kernel = kernel if any(r.moe_kernel == kernel for r in _PARTS) else "triton"
+    exact = [
+        r for r in _PARTS if (r.moe_kernel, r.max_num_batched_tokens, r.boot) == (data_kernel, batched, boot)
+    ]
+    if exact:
+        return Runtime(
+            statistics.fmean(r.activation_gib for r in exact),  # type: ignore[misc]
+            statistics.fmean(r.non_torch_gib for r in exact),  # type: ignore[misc]
+            statistics.fmean(r.graphs_gib for r in exact),  # type: ignore[misc]
+            measured=data_kernel == kernel,
+            runs=tuple(name for r in exact for name in r.runs),
+        )
+    non_torch = statistics.fmean(r.non_torch_gib for r in _PARTS if r.moe_kernel == data_kernel)  # type: ignore[misc]
+    same_boot = [r for r in _PARTS if r.boot == boot] or [r for r in _PARTS if r.boot == "fast"]
+    graphs = statistics.fmean(r.graphs_gib for r in same_boot)  # type: ignore[misc]
+    # The boot mode's extra activation over fast, where both were measured at one point.
+    extra = 0.0
+    for r in _PARTS:
+        if r.boot == boot and boot != "fast":
+            fast = _activation_points(r.moe_kernel).get(r.max_num_batched_tokens)
+            if fast is not None:
+                extra = r.activation_gib - fast  # type: ignore[operator]
+                break
+    return Runtime(_fast_activation(data_kernel, batched) + extra, non_torch, graphs, measured=False)
 
 
 @dataclass(frozen=True)
 class Memory:
+    vram: float  # the card's total as vLLM sees it
     budget: float
     weights: float
-    overhead: float
+    runtime: Runtime
     kv_gib: float
     slot_bytes: int
     blocks: int  # KV pool blocks per GPU
-    measured: bool  # the overhead was measured at this budget, on this class, on one GPU
+    kernel: str
+    batched: int
+    boot: str
+    vram_measured: bool  # torch's total read on this card
+    weights_measured: bool  # vLLM logged these weights on this kernel path
+
+    @property
+    def overhead(self) -> float:
+        return self.runtime.gib
 
 
-def _memory(
+def memory(
     model: catalog.Model,
     gpu: catalog.GPU,
     count: int,
     util: float,
     boot: str,
+    batched: int,
     drafter: catalog.Drafter | None = None,
+    kernel: str | None = None,
 ) -> Memory:
-    budget = gpu.vram_gib * util
+    """The per-GPU memory of `model` on `count` x `gpu`; `kernel` forces a MoE path (default: the card's)."""
+    kernel = kernel or catalog.moe_kernel(gpu)
+    vram, vram_measured = vllm_vram_gib(gpu)
+    budget = vram * util
+    model_weights, weights_measured = weights_gib(model, kernel)
     # The drafter's weights are sharded like the model's; its activations and graphs are not counted.
-    weights = (
-        measured.WEIGHTS_GIB.get(model.id, model.weights_gib) + (drafter.weights_gib if drafter else 0)
-    ) / count
-    overhead, at_point = overhead_gib(model, boot, budget)
-    kv_gib = budget - weights - overhead
+    weights = (model_weights + (drafter.weights_gib if drafter else 0)) / count
+    runtime = runtime_gib(kernel, batched, boot)
+    kv_gib = budget - weights - runtime.gib
     slot = kv_bytes_per_token(model, count, drafter)
     blocks = max(0, int(kv_gib * GiB // (slot * BLOCK_TOKENS)))
-    measured_here = at_point and count == 1 and gpu.vram_from_driver and drafter is None
-    return Memory(budget, weights, overhead, kv_gib, slot, blocks, measured_here)
-
-
-def _memory_source(mem: Memory, gpu: catalog.GPU) -> str:
-    if mem.measured and gpu.name == measured.GPU:
-        return MEASURED
-    if mem.measured:
-        return f"{MEASURED} at {gpu.name}'s budget, {mem.budget:.2f} GiB"
-    return f"estimate: weights and runtime overhead as {MEASURED}" + (
-        "" if gpu.vram_from_driver else f", {gpu.name}'s VRAM from its data sheet"
+    return Memory(
+        vram,
+        budget,
+        weights,
+        runtime,
+        kv_gib,
+        slot,
+        blocks,
+        kernel,
+        batched,
+        boot,
+        vram_measured,
+        weights_measured,
     )
+
+
+def standing_run(model: catalog.Model, gpu: catalog.GPU, boot: str, batched: int) -> measured.KvRun | None:
+    """The run that reproduced this card's budget and kernels for this model, boot and batched tokens: the
+    card's own, else one of a card with the same kernels and a total within 1% (run A10G stands for L4)."""
+    kernel, attention = catalog.moe_kernel(gpu), catalog.attention_backend(gpu)
+    candidates = [
+        r
+        for r in _PARTS
+        if (r.model, r.boot, r.max_num_batched_tokens, r.moe_kernel, r.attention)
+        == (model.id, boot, batched, kernel, attention)
+        and r.gpu in catalog.GPUS
+        and abs(catalog.GPUS[r.gpu].vram_gib / gpu.vram_gib - 1) <= 0.01
+    ]
+    return min(candidates, key=lambda r: r.gpu != gpu.name, default=None)
+
+
+def _memory_source(mem: Memory, model: catalog.Model, gpu: catalog.GPU, count: int, drafter: bool) -> str:
+    """Which of the plan's memory figures vLLM logged for this case, and what the rest are."""
+    vram = (
+        ""
+        if mem.vram_measured
+        else f"; what vLLM sees of {gpu.name}'s {gpu.vram_gib:.2f} GiB is an estimate (less {VRAM_RESERVE_GIB:.2f} GiB)"
+    )
+    derived = []
+    if not mem.weights_measured:
+        how = "scaled from 20b's Marlin excess" if mem.kernel == "marlin" else "Hopper's"
+        derived.append(f"{model.short}'s weights on {mem.kernel} ({how})")
+    if not mem.runtime.measured:
+        derived.append(f"runtime on {mem.kernel} at {mem.batched:,} batched tokens, boot {mem.boot}")
+    if count > 1:
+        derived.append(f"runtime per GPU of {count} taken as on one")
+    if drafter:
+        derived.append("the drafter's activations not counted")
+    if derived:
+        return f"estimate: {', '.join(derived)}, from the runs {MEASURED}{vram}"
+    if gpu.name == measured.GPU and mem.vram_measured:
+        return MEASURED
+    run = standing_run(model, gpu, mem.boot, mem.batched)
+    if run is not None:
+        stands = "" if run.gpu == gpu.name else f", standing for {gpu.name}: the same kernels and total"
+        return f"measured ({run.gpu} budget emulated on an {measured.GPU}, run {run.run}{stands}){vram}"
+    runs = ", ".join(mem.runtime.runs[:2])
+    return f"weights and runtime measured on an {measured.GPU} ({mem.kernel}, {mem.batched:,} batched tokens: {runs}){vram}"
 
 
 def boot_costs(model: catalog.Model, gpu: catalog.GPU) -> list[BootCost]:
@@ -354,7 +528,7 @@ def _auto_context(model: catalog.Model, batched: int, blocks: int) -> int | None
     return None
 
 
-def smallest_fitting_gpu(
+def cheapest_fitting_gpu(
     model: catalog.Model,
     util: float,
     boot: str,
@@ -363,11 +537,13 @@ def smallest_fitting_gpu(
     *,
     batched: int | None = None,
 ) -> catalog.GPU | None:
-    """The single GPU with the least memory (then the lowest price) that holds the model with `context`,
-    each with `batched` tokens per step (the user's), else its own default."""
-    for gpu in sorted(catalog.GPUS.values(), key=lambda g: (g.vram_gib, g.usd_per_hour)):
-        mem = _memory(model, gpu, 1, util, boot, drafter)
-        if longest_request(model, batched or default_batched_tokens(gpu), mem.blocks) >= context:
+    """The single GPU with the lowest price (then the least memory) that holds the model with `context`,
+    each with `batched` tokens per step (the user's), else its own default. By price, not memory: an
+    A100-80GB and an H100 hold within 0.3 GiB of each other, at 60% apart."""
+    for gpu in sorted(catalog.GPUS.values(), key=lambda g: (g.usd_per_hour, g.vram_gib)):
+        step = batched or default_batched_tokens(gpu)
+        mem = memory(model, gpu, 1, util, boot, step, drafter)
+        if longest_request(model, step, mem.blocks) >= context:
             return gpu
     return None
 
@@ -375,8 +551,9 @@ def smallest_fitting_gpu(
 def _fitting_count(model: catalog.Model, gpu: catalog.GPU, cfg: DeployConfig) -> int | None:
     """The fewest GPUs of this kind (a power of two, for tensor parallelism) that hold the model."""
     for count in (2, 4, 8):
-        mem = _memory(model, gpu, count, cfg.gpu_memory_utilization, cfg.boot, cfg.drafter)
-        if longest_request(model, max_num_batched_tokens(cfg), mem.blocks) >= min(STANDARD_CONTEXTS):
+        batched = max_num_batched_tokens(cfg)
+        mem = memory(model, gpu, count, cfg.gpu_memory_utilization, cfg.boot, batched, cfg.drafter)
+        if longest_request(model, batched, mem.blocks) >= min(STANDARD_CONTEXTS):
             return count
     return None
 
@@ -388,9 +565,9 @@ def plan(cfg: DeployConfig) -> Plan:
             f"model: {cfg.model!r} runs on the local CPU engine only; plan a GPU model (20b or 120b)"
         )
     gpu, count = cfg.gpu_type, cfg.gpu_count
-    mem = _memory(model, gpu, count, cfg.gpu_memory_utilization, cfg.boot, cfg.drafter)
-    budget, weights, overhead, kv_gib = mem.budget, mem.weights, mem.overhead, mem.kv_gib
     batched = max_num_batched_tokens(cfg)
+    mem = memory(model, gpu, count, cfg.gpu_memory_utilization, cfg.boot, batched, cfg.drafter)
+    budget, weights, overhead, kv_gib = mem.budget, mem.weights, mem.overhead, mem.kv_gib
     max_context = longest_request(model, batched, mem.blocks)
     notes: list[str] = []
     reason = None
@@ -417,7 +594,7 @@ def plan(cfg: DeployConfig) -> Plan:
             f"{math.floor(full_length * 100) / 100:.2f} requests of that length (vLLM's maximum concurrency); the largest that fits "
             f"is {max_context}: use --max-model-len {max_context} (or auto, the planner's choice)"
         )
-        bigger = smallest_fitting_gpu(
+        bigger = cheapest_fitting_gpu(
             model,
             cfg.gpu_memory_utilization,
             cfg.boot,
@@ -432,14 +609,14 @@ def plan(cfg: DeployConfig) -> Plan:
         if kv_gib <= 0:
             what = (
                 f"{model.id} does not fit on {where}: it needs ~{need:.1f} GiB per GPU for weights and runtime, "
-                f"and {gpu.name} gives vLLM {budget:.1f} GiB ({gpu.vram_gib:.0f} GiB x {cfg.gpu_memory_utilization})"
+                f"and {gpu.name} gives vLLM {budget:.1f} GiB ({mem.vram:.1f} GiB as vLLM sees it x {cfg.gpu_memory_utilization})"
             )
         else:
             what = (
                 f"{model.id} on {where} leaves KV cache for one request of at most {max_context} tokens, "
                 f"fewer than max_model_len {max_len or min(STANDARD_CONTEXTS)}"
             )
-        better = smallest_fitting_gpu(
+        better = cheapest_fitting_gpu(
             model,
             cfg.gpu_memory_utilization,
             cfg.boot,
@@ -447,7 +624,7 @@ def plan(cfg: DeployConfig) -> Plan:
             batched=users_batched_tokens(cfg.extra_vllm_args),
         )
         if better is not None and better.name != gpu.name:
-            what += f"; smallest GPU that fits: {better.name} (use --gpu {better.name}"
+            what += f"; cheapest GPU that fits: {better.name} (use --gpu {better.name}"
             several = _fitting_count(model, gpu, cfg) if count == 1 else None
             what += f", or --gpu {gpu.name}:{several})" if several else ")"
         elif source == "config":
@@ -491,7 +668,7 @@ def plan(cfg: DeployConfig) -> Plan:
         weights_gib_per_gpu=round(weights, 2),
         overhead_gib_per_gpu=round(overhead, 2),
         kv_cache_gib_per_gpu=round(max(kv_gib, 0.0), 2),
-        memory_source=_memory_source(mem, gpu)
+        memory_source=_memory_source(mem, model, gpu, count, cfg.drafter is not None)
         + (", plus the drafter's weights and KV layer" if cfg.drafter else ""),
         kv_bytes_per_token=mem.slot_bytes,
         kv_tokens=kv_tokens,
