@@ -224,9 +224,9 @@ def speculative_line(est: Any) -> str:
     """Speculative decoding in one line: on or off, the drafter, and the modelled speed-up (a model)."""
     acc = "-".join(dict.fromkeys(f"{m:.2f}" for m in est.mean_acceptance))
     single, at_max = est.speedup_single, est.speedup_max_inputs
-    state = "on" if est.on else "off"
+    state = "on" if est.on else "off (--speculative eagle3 turns it on)"
     line = (
-        f"{est.method} {state}: {est.drafter.split('@')[0]}, {est.tokens} draft tokens, mean acceptance {acc}; "
+        f"{state}: {est.method} with {est.drafter.split('@')[0]}, {est.tokens} draft tokens, mean acceptance {acc}; "
         f"{single[0]:.1f}-{single[1]:.1f}x at 1 stream, {at_max[0]:.1f}-{at_max[1]:.1f}x at {est.max_inputs} "
         f"streams ({est.label})"
     )
