@@ -467,7 +467,7 @@ def test_local_key_goes_to_the_environment_only() -> None:
 )
 def test_no_key_no_middleware(cfg: DeployConfig, target: str) -> None:
     cmd = build_command(cfg, target=target, model_path="/ckpt")  # type: ignore[arg-type]
-    assert "--middleware" not in cmd.argv and cmd.secret_env == {}
+    assert auth.MIDDLEWARE not in cmd.argv and cmd.secret_env == {}  # (the compat middleware is always there)
 
 
 def test_the_local_curl_line_expands_the_key_from_the_environment(tmp_path) -> None:
