@@ -441,8 +441,8 @@ def test_vllm_dev_routes_behind_the_middleware(vllm_dev_routes, monkeypatch: pyt
 
 def test_modal_with_a_key_secret_loads_the_middleware_and_carries_no_key() -> None:
     cmd = build_command(DeployConfig(api_key_secret="gpt-oss-api-key"), target="modal")
-    i = cmd.argv.index("--middleware")
-    assert cmd.argv[i + 1] == "gpt_oss_modal.server.auth.AuthMiddleware" == auth.MIDDLEWARE
+    i = cmd.argv.index(auth.MIDDLEWARE)  # after the compat middleware's flag, so that auth is outermost
+    assert cmd.argv[i - 1] == "--middleware" and auth.MIDDLEWARE == "gpt_oss_modal.server.auth.AuthMiddleware"
     assert auth.ENV_VAR not in cmd.env and cmd.secret_env == {}  # the Modal Secret supplies it
 
 
