@@ -441,8 +441,8 @@ def test_vllm_dev_routes_behind_the_middleware(vllm_dev_routes, monkeypatch: pyt
 
 def test_modal_with_a_key_secret_loads_the_middleware_and_carries_no_key() -> None:
     cmd = build_command(DeployConfig(api_key_secret="gpt-oss-api-key"), target="modal")
-    i = cmd.argv.index("--middleware")
-    assert cmd.argv[i + 1] == "gpt_oss_modal.server.auth.AuthMiddleware" == auth.MIDDLEWARE
+    i = cmd.argv.index(auth.MIDDLEWARE)  # after the compat middleware's flag, so that auth is outermost
+    assert cmd.argv[i - 1] == "--middleware" and auth.MIDDLEWARE == "gpt_oss_modal.server.auth.AuthMiddleware"
     assert auth.ENV_VAR not in cmd.env and cmd.secret_env == {}  # the Modal Secret supplies it
 
 
@@ -467,7 +467,7 @@ def test_local_key_goes_to_the_environment_only() -> None:
 )
 def test_no_key_no_middleware(cfg: DeployConfig, target: str) -> None:
     cmd = build_command(cfg, target=target, model_path="/ckpt")  # type: ignore[arg-type]
-    assert "--middleware" not in cmd.argv and cmd.secret_env == {}
+    assert auth.MIDDLEWARE not in cmd.argv and cmd.secret_env == {}  # (the compat middleware is always there)
 
 
 def test_the_local_curl_line_expands_the_key_from_the_environment(tmp_path) -> None:

@@ -29,6 +29,8 @@ from typing import Any
 import httpx
 import pytest
 
+from gpt_oss_modal.local import tiny
+
 pytestmark = pytest.mark.e2e
 
 HOST = "127.0.0.1"
@@ -213,7 +215,7 @@ def test_three_times_max_inputs_concurrent_streams_finish_or_are_rejected_cleanl
 
 # --- bad input -----------------------------------------------------------------------------------------
 
-LONG_PROMPT = "hello " * 5000  # ~5,000 tokens, above the 4,096-token context
+LONG_PROMPT = "hello " * (tiny.MAX_MODEL_LEN + 1000)  # a token a word: above the tiny checkpoint's context
 CHAT = "/v1/chat/completions"
 TOOL_F = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
 
@@ -239,6 +241,7 @@ BAD_REQUESTS: list[tuple[str, str, str, Any]] = [
     ("prompt-over-context-chat", "POST", CHAT, {**user(), "messages": [{"role": "user", "content": LONG_PROMPT}]}),
     ("prompt-over-context-completions", "POST", "/v1/completions", {"model": "llm", "prompt": LONG_PROMPT}),
     ("prompt-1MB", "POST", CHAT, {**user(), "messages": [{"role": "user", "content": "x y " * 250_000}]}),
+    ("prompt-3MB-one-letter", "POST", CHAT, {**user(), "messages": [{"role": "user", "content": "x" * 3_000_000}]}),
     ("token-id-out-of-vocab", "POST", "/v1/completions", {"model": "llm", "prompt": [999_999_999]}),
     ("unknown-model", "POST", CHAT, user(model="gpt-4o")),
     ("unknown-model-completions", "POST", "/v1/completions", {"model": "nope", "prompt": "hi"}),

