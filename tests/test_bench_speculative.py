@@ -3,7 +3,7 @@
 The parser reads a /metrics text recorded from a real vLLM (tests/data/vllm_metrics_ngram.txt). The sweep
 runs against a real HTTP server on 127.0.0.1 that streams completions and serves that text at /metrics with
 its counters advanced by each completion, so every level's figures are known in advance; the real engine
-with a drafter is tests/e2e/test_bench_speculative.py.
+with a drafter is tests/e2e/test_bench_spec_engine.py.
 """
 
 from __future__ import annotations

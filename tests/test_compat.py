@@ -1,6 +1,6 @@
 """The request-compatibility middleware (gpt_oss_modal.server.compat) on its own, in an app loaded the way vLLM
 loads `--middleware`, and the engine command that turns it on. The real engine behind it is covered by
-tests/e2e/test_compat.py (the body bound) and tests/e2e/test_codex.py (what Codex sends).
+tests/e2e/test_body_bound.py (the body bound) and tests/e2e/test_codex.py (what Codex sends).
 
 The app below stands in for vLLM only where the real one cannot be made to answer: the tiny model's tool
 script always calls `get_weather`, never a flattened `<namespace>__<name>`, so the reply side of the
