@@ -24,7 +24,9 @@ ROUTES = ["/health", "/metrics", "/version", "/docs", "/openapi.json", "/tokeniz
 
 
 def vllm_server_args() -> argparse.Namespace:
-    """The `vllm serve` arguments vLLM's init_entrypoints_middleware reads, with our middleware flag."""
+    """The `vllm serve` arguments vLLM's init_entrypoints_middleware reads, with the engine command's
+    middleware flags in its order (the compat middleware's, then ours)."""
+    argv = build_command(DeployConfig(model="tiny", api_key=KEY), target="local-cpu").argv
     return argparse.Namespace(
         allowed_origins=["*"],
         allow_credentials=False,
@@ -32,7 +34,7 @@ def vllm_server_args() -> argparse.Namespace:
         allowed_headers=["*"],
         api_key=None,
         enable_request_id_headers=False,
-        middleware=[auth.MIDDLEWARE],
+        middleware=[argv[i + 1] for i, arg in enumerate(argv) if arg == "--middleware"],
     )
 
 
@@ -200,6 +202,7 @@ def test_vllm_loads_it_as_the_outermost_middleware(monkeypatch: pytest.MonkeyPat
     args = vllm_server_args()
     init_entrypoints_middleware(args, app, ("generate",))
     assert app.user_middleware[0].cls is auth.AuthMiddleware  # added last = outermost
+    assert [m.cls.__name__ for m in app.user_middleware[:2]] == ["AuthMiddleware", "CompatMiddleware"]
     with TestClient(app) as client:
         # vLLM's own check (it reads VLLM_API_KEY too) guards /v1 only; ours answers first, everywhere.
         for path in ("/health", "/version", "/v1/models"):
