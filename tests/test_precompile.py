@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gpt_oss_modal import files
 from gpt_oss_modal.core import engine, planner
 from gpt_oss_modal.core.config import DeployConfig
 from gpt_oss_modal.core.planner import plan
@@ -137,7 +138,7 @@ def test_the_cgroup_quota_is_read_from_v2_and_v1(tmp_path: Path) -> None:
 
 def test_the_marker_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
     marker = tmp_path / "cache" / "gpt-oss-modal-routing" / "m.done"
-    precompile.write_marker(marker, "513 variants\n")
+    files.write_atomically(marker, "513 variants\n")
     assert marker.read_text() == "513 variants\n"
     assert os.listdir(marker.parent) == ["m.done"]  # no temporary file left beside it
     # A reader racing many writers sees one whole text or another, never a half-written file.
@@ -153,7 +154,7 @@ def test_the_marker_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
     reader.start()
     for _ in range(5):
         for text in texts:
-            precompile.write_marker(marker, text)
+            files.write_atomically(marker, text)
     done.set()
     reader.join()
     assert seen <= texts | {"513 variants\n"}
@@ -189,7 +190,7 @@ def _prime(tmp_path: Path, **kw) -> tuple[bool, list[str]]:
 
 def test_prime_skips_what_the_cache_already_holds(tmp_path: Path) -> None:
     marker = precompile.routing_for(DeployConfig(model="20b", gpu="H100")).marker(tmp_path / "triton")
-    precompile.write_marker(marker, "done\n")
+    files.write_atomically(marker, "done\n")
     done, lines = _prime(tmp_path)
     assert done and lines == [f"MoE routing kernels already in the cache ({marker})"]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gpt_oss_modal import files
 from gpt_oss_modal.core.config import DeployConfig
 from gpt_oss_modal.deploy import weights
 
@@ -88,7 +89,7 @@ def test_progress_is_measured_on_disk(tmp_path: Path) -> None:
 
 def test_a_complete_revision_returns_at_once(tmp_path: Path) -> None:
     marker = tmp_path / weights.marker_path("openai/gpt-oss-20b", "abc")
-    weights.write_atomically(marker, json.dumps({"files": ["config.json"], "bytes": 1}))
+    files.write_atomically(marker, json.dumps({"files": ["config.json"], "bytes": 1}))
     assert json.loads(marker.read_text())["bytes"] == 1
     assert not list(marker.parent.glob(".*.tmp"))  # the temporary file was renamed, not left behind
     said: list[str] = []

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt_oss_modal.core.config import DeployConfig
+from gpt_oss_modal.files import write_atomically
 
 Log = Callable[[str], None]
 
@@ -151,15 +152,6 @@ class Fetched:
             f"weights of {what}: {self.files} files, {human_bytes(self.bytes)}; downloaded "
             f"{human_bytes(self.downloaded)} in {self.seconds:.0f} s{rate}"
         )
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: a reader (or a volume commit running
-    in the background) sees the old file or the whole new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def download(

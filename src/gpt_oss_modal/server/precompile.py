@@ -34,6 +34,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpt_oss_modal import files
 from gpt_oss_modal.core import catalog
 from gpt_oss_modal.core.config import DeployConfig
 from gpt_oss_modal.core.planner import Plan, plan, routing_token_counts
@@ -120,21 +121,6 @@ def worker_count(cpus: int, free_gib: float, limit: int = MAX_WORKERS) -> int:
     return max(0, min(limit, cpus, int(free_gib // WORKER_GIB)))
 
 
-# --- the marker -----------------------------------------------------------------------------------------
-
-
-def write_marker(path: Path, text: str) -> None:
-    """Write `path` atomically: a temporary file beside it, then a rename. A Modal volume keeps the last
-    write of each file and commits in the background, so a plain write could be caught half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 # --- compiling ------------------------------------------------------------------------------------------
 
 
@@ -210,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"precompile: {done} MoE routing variants in {seconds:.1f} s ({workers} workers)", flush=True)
     if a.marker:
-        write_marker(a.marker, f"{done} variants, {seconds:.1f} s, {workers} workers\n")
+        files.write_atomically(a.marker, f"{done} variants, {seconds:.1f} s, {workers} workers\n")
     return 0
 
 
