@@ -99,3 +99,23 @@ def load_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
     yield load
     sys.modules.pop("gpt_oss_modal.modal_app", None)
+
+
+@pytest.fixture
+def vllm_middleware_args():
+    """The `vllm serve` arguments vLLM's init_entrypoints_middleware reads, for the given `--middleware` values
+    (in the order the command passes them): a factory."""
+    import argparse
+
+    def args(middleware: list[str]) -> argparse.Namespace:
+        return argparse.Namespace(
+            allowed_origins=["*"],
+            allow_credentials=False,
+            allowed_methods=["*"],
+            allowed_headers=["*"],
+            api_key=None,
+            enable_request_id_headers=False,
+            middleware=list(middleware),
+        )
+
+    return args

@@ -23,19 +23,10 @@ KEY = "sk-test-0123456789abcdef"
 ROUTES = ["/health", "/metrics", "/version", "/docs", "/openapi.json", "/tokenize", "/v1/models", "/anything"]
 
 
-def vllm_server_args() -> argparse.Namespace:
-    """The `vllm serve` arguments vLLM's init_entrypoints_middleware reads, with the engine command's
-    middleware flags in its order (the compat middleware's, then ours)."""
+def engine_middleware() -> list[str]:
+    """The engine command's `--middleware` values, in its order (the compat middleware's, then ours)."""
     argv = build_command(DeployConfig(model="tiny", api_key=KEY), target="local-cpu").argv
-    return argparse.Namespace(
-        allowed_origins=["*"],
-        allow_credentials=False,
-        allowed_methods=["*"],
-        allowed_headers=["*"],
-        api_key=None,
-        enable_request_id_headers=False,
-        middleware=[argv[i + 1] for i, arg in enumerate(argv) if arg == "--middleware"],
-    )
+    return [argv[i + 1] for i, arg in enumerate(argv) if arg == "--middleware"]
 
 
 def make_app() -> FastAPI:
@@ -185,7 +176,9 @@ def test_comparison_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed")
-def test_vllm_loads_it_as_the_outermost_middleware(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vllm_loads_it_as_the_outermost_middleware(
+    monkeypatch: pytest.MonkeyPatch, vllm_middleware_args
+) -> None:
     from vllm.entrypoints.serve.middleware.register import init_entrypoints_middleware
 
     for name in ("PYTHONPATH", "VLLM_TARGET_DEVICE"):  # vllm_entry sets them: restore them afterwards
@@ -199,7 +192,7 @@ def test_vllm_loads_it_as_the_outermost_middleware(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setenv(auth.ENV_VAR, KEY)
     app = make_app()
-    args = vllm_server_args()
+    args = vllm_middleware_args(engine_middleware())
     init_entrypoints_middleware(args, app, ("generate",))
     assert app.user_middleware[0].cls is auth.AuthMiddleware  # added last = outermost
     assert [m.cls.__name__ for m in app.user_middleware[:2]] == ["AuthMiddleware", "CompatMiddleware"]
@@ -423,13 +416,15 @@ def test_the_dev_route_list_covers_what_the_installed_vllm_registers(vllm_dev_ro
     assert {path for _, path in dev} <= set(auth.DEV_ROUTES)
 
 
-def test_vllm_dev_routes_behind_the_middleware(vllm_dev_routes, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vllm_dev_routes_behind_the_middleware(
+    vllm_dev_routes, monkeypatch: pytest.MonkeyPatch, vllm_middleware_args
+) -> None:
     from vllm.entrypoints.serve.middleware.register import init_entrypoints_middleware
 
     app, dev = vllm_dev_routes
     monkeypatch.setenv(auth.ENV_VAR, KEY)
     monkeypatch.setenv(auth.DEV_SECRET_ENV, SECRET)
-    args = vllm_server_args()
+    args = vllm_middleware_args(engine_middleware())
     init_entrypoints_middleware(args, app, ("generate",))
     # No engine behind these routes: with the secret a request reaches the handler, which then fails (500).
     with TestClient(app, raise_server_exceptions=False) as client:

@@ -8,7 +8,6 @@ namespace rewrite is checked here against replies shaped as vLLM 0.32 sends them
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 
@@ -222,19 +221,11 @@ def test_every_engine_loads_it_inside_auth_with_its_context(cfg: DeployConfig, t
     assert cmd.env[engine.CONTEXT_ENV] == str(cmd.max_model_len)
 
 
-def test_vllm_loads_both_with_auth_outermost(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vllm_loads_both_with_auth_outermost(monkeypatch: pytest.MonkeyPatch, vllm_middleware_args) -> None:
     from vllm.entrypoints.serve.middleware.register import init_entrypoints_middleware
 
     monkeypatch.setenv(auth.ENV_VAR, "k")
-    args = argparse.Namespace(
-        allowed_origins=["*"],
-        allow_credentials=False,
-        allowed_methods=["*"],
-        allowed_headers=["*"],
-        api_key=None,
-        enable_request_id_headers=False,
-        middleware=[compat.MIDDLEWARE, auth.MIDDLEWARE],
-    )
+    args = vllm_middleware_args([compat.MIDDLEWARE, auth.MIDDLEWARE])
     app = FastAPI()
     init_entrypoints_middleware(args, app, ("generate",))
     classes = [m.cls for m in app.user_middleware]
