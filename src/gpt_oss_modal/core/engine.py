@@ -61,6 +61,19 @@ COMPILE_CACHE_ENV = {
     "CUDA_CACHE_PATH": f"{VLLM_CACHE_DIR}/cuda-compute-cache",
 }
 
+# How every GPU engine runs, on Modal and on a local GPU alike (docs/performance.md has the measurements).
+GPU_ENGINE_ENV = {
+    # vLLM's own top-k/top-p sampler, not FlashInfer's: every GPU measurement in docs/performance.md ran
+    # this way, and FlashInfer's sampling kernels would be JIT-compiled at the first start (~75 s on an
+    # H200 with the image's lock).
+    "VLLM_USE_FLASHINFER_SAMPLER": "0",
+    # The engine core forked from the API server instead of spawned (what `vllm serve` picks when this is
+    # unset): it inherits the API server's imported vLLM and torch instead of importing them a second time,
+    # ~20 s less between the API server's config and the engine's first line on an H200. vLLM still spawns
+    # where fork is unsafe (CUDA already initialised in the parent: it logs why).
+    "VLLM_WORKER_MULTIPROC_METHOD": "fork",
+}
+
 # The CPU engine's KV cache, in GiB. vLLM's CPU build refuses to start when this does not fit in RAM,
 # and the tiny model needs little.
 CPU_KV_CACHE_GIB = 1
@@ -218,14 +231,13 @@ def build_command(
     argv += cfg.extra_vllm_args
 
     env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", CONTEXT_ENV: str(context)}
+    if on_gpu:
+        env |= GPU_ENGINE_ENV
     if target == "modal":
         env |= {
             "HF_HOME": HF_CACHE_DIR,
             "HF_XET_HIGH_PERFORMANCE": "1",  # faster first download of the weights into the volume
             **COMPILE_CACHE_ENV,
-            # vLLM's own top-k/top-p sampler, not FlashInfer's: every GPU measurement in
-            # docs/performance.md ran this way, and it saves compiling FlashInfer's sampling kernels.
-            "VLLM_USE_FLASHINFER_SAMPLER": "0",
         }
     if dev_mode:
         env["VLLM_SERVER_DEV_MODE"] = "1"
