@@ -182,6 +182,7 @@ def _attention_backend(model: Any) -> str:
     import inspect
 
     import torch
+    from vllm.config import VllmConfig, set_current_vllm_config
     from vllm.v1.attention import selector
 
     wanted = {
@@ -190,7 +191,10 @@ def _attention_backend(model: Any) -> str:
         "num_heads": model["num_attention_heads"],
     }  # fmt: skip
     params = inspect.signature(selector.get_attn_backend).parameters
-    backend = selector.get_attn_backend(**{k: v for k, v in wanted.items() if k in params})
+    # vLLM 0.26's selector reads the current engine config (its block size, attention overrides): a default
+    # config, as vLLM's own benchmarks set one up around a kernel, is an engine with no overrides.
+    with set_current_vllm_config(VllmConfig()):
+        backend = selector.get_attn_backend(**{k: v for k, v in wanted.items() if k in params})
     return backend.get_name() if hasattr(backend, "get_name") else getattr(backend, "__name__", str(backend))
 
 
