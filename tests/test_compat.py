@@ -194,6 +194,50 @@ def test_a_body_under_the_bound_goes_through(wire) -> None:
     assert seen == [{"bytes": len(content)}]
 
 
+# --- the bound on unbroken runs ------------------------------------------------------------------------------
+
+
+def test_runs_the_tokenizer_takes_whole_are_found_in_every_string_by_utf8_length() -> None:
+    request = {
+        "messages": [{"role": "user", "content": "x" * 1500 + " " + "中" * 1000 + "1" + "!" * 999}],
+        "tools": [{"description": " " * 2000}],
+        "_" * 1200: True,  # keys too
+    }
+    assert sorted(compat.long_runs(request)) == [1200, 1500, 2000, 3000]  # "!" * 999 is below the floor
+    words = "The quick brown fox jumps over the lazy dog. " * 50_000  # 2.2 MB of prose
+    assert compat.long_runs({"messages": [{"content": words}]}) == []
+
+
+@pytest.mark.parametrize(
+    ("runs", "refused"),
+    [
+        ([100_000], False),  # one run at the budget: ~3 s of the tokenizer
+        ([100_001], True),
+        ([50_000] * 4, False),  # the squares add up: four halves cost one whole
+        ([50_001] * 4, True),
+        ([], False),
+    ],
+)
+def test_runs_are_refused_when_their_squares_exceed_the_budget(runs: list[int], refused: bool) -> None:
+    answer = compat.too_long_runs(runs)
+    assert (answer is not None) is refused
+    if refused:
+        error = answer["error"]
+        assert error["type"] == "invalid_request_error" and error["code"] == "string_above_max_length"
+        assert f"{max(runs):,} bytes" in error["message"] and "Break the runs up" in error["message"]
+
+
+def test_an_unbroken_run_gets_an_openai_400_before_the_app_reads_it(wire) -> None:
+    client, seen = wire
+    request = {"model": "llm", "messages": [{"role": "user", "content": "x" * 150_000}]}
+    assert len(json.dumps(request)) < compat.body_limit(1000)  # under the size bound: this bound answers
+    r = client.post("/v1/chat/completions", json=request)
+    assert r.status_code == 400 and seen == []
+    assert r.json()["error"]["code"] == "string_above_max_length"
+    spaced = {"model": "llm", "messages": [{"role": "user", "content": "x " * 75_000}]}
+    assert client.post("/v1/chat/completions", json=spaced).status_code == 200
+
+
 def test_the_bound_comes_from_the_engine_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(engine.CONTEXT_ENV, "2048")
     assert compat.CompatMiddleware(make_app([])).limit == compat.body_limit(2048)

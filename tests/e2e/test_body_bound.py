@@ -2,7 +2,8 @@
 the letter x made harmony's tokenizer panic, and the client got a plain-text 500).
 
 Now the body is refused before vLLM reads it, with an OpenAI-style 400 (`context_length_exceeded`, as vLLM
-answers a prompt beyond the context), and the server keeps serving. A prompt over the context but under the
+answers a prompt beyond the context), and the server keeps serving; so is a smaller one whose text holds a
+run the tokenizer would take quadratic time over (`string_above_max_length`). A prompt over the context but under the
 bound still reaches vLLM, which refuses it by its own token count. What Codex sends is covered by
 test_codex.py; the rewrites themselves by tests/test_compat.py.
 """
@@ -56,6 +57,20 @@ def test_a_chunked_body_over_the_bound_is_refused_too(server, client) -> None:
             headers={"content-type": "application/json"},
         )
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    still_serving(client)
+
+
+def test_an_unbroken_run_under_the_size_bound_gets_an_openai_400_not_a_stalled_tokenizer(
+    server, client
+) -> None:
+    # 150,000 x's: under the body bound at this context, ~6 s of harmony's tokenizer if it got there.
+    run = "x" * 150_000
+    assert len(run) < compat.body_limit(server.command.max_model_len)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="llm", messages=[{"role": "user", "content": run}])
+    error = e.value.response.json()["error"]
+    assert error["code"] == "string_above_max_length" and error["type"] == "invalid_request_error"
+    assert "150,000 bytes" in error["message"]
     still_serving(client)
 
 

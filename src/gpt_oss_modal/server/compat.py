@@ -37,6 +37,17 @@ request carries beside its prompt. With a 16,384-token context the bound is 512 
 not an exact token count: vLLM still counts the tokens of what it lets through and refuses what does not
 fit, as before.
 
+**A bound on unbroken runs.** Harmony's tokenizer first splits text into pieces -- words, runs of symbols,
+runs of spaces, digits three at a time -- then merges each piece's bytes; the merging takes time that grows
+with the square of a piece's length. Text is made of short pieces, but a run with no break in it is one
+piece: 100,000 times the letter x (or 50,000 CJK characters, three bytes each) took the tokenizer 3 s
+(6.5 s) of a core of the API server, 500,000 x's took 74 s, and a run of about a million made it panic.
+So a JSON request whose strings hold runs of letters, symbols or spaces of `MIN_RUN_CHARS` or more is
+refused when the sum of the squares of those runs' UTF-8 lengths exceeds `RUN_BUDGET_BYTES` squared -- one
+run of 100,000 bytes, or four of 50,000 -- with a `400` in OpenAI's error shape, code
+`string_above_max_length`, that says how to fix it (break the run up). Anything made of words, however long,
+costs the tokenizer milliseconds and is not affected.
+
 The context comes from the engine's environment (`core.engine.CONTEXT_ENV`, set by `build_command`); the
 module imports only the standard library and core, as `server.auth` does, because it runs inside vLLM.
 """
@@ -46,6 +57,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -58,6 +70,14 @@ MIDDLEWARE = f"{__name__}.CompatMiddleware"
 
 BYTES_PER_TOKEN = 16
 SLACK_BYTES = 256 * 1024
+# Runs the tokenizer takes as one piece: one run of this many UTF-8 bytes took it ~3 s (see the docstring).
+RUN_BUDGET_BYTES = 100_000
+# Shorter runs cost too little to count (a body of 999-character runs up to the largest bound stays under).
+MIN_RUN_CHARS = 1000
+# o200k's pieces, as far as their length goes: letters, symbols (with "_"), spaces; digits come in threes.
+_LONG_RUN = re.compile(
+    rf"[^\W\d_]{{{MIN_RUN_CHARS},}}|(?:[^\w\s]|_){{{MIN_RUN_CHARS},}}|\s{{{MIN_RUN_CHARS},}}"
+)
 # vLLM's own separator for namespace members (vllm.tool_parsers.utils._NAMESPACE_TOOL_SEPARATOR).
 NAMESPACE_SEPARATOR = "__"
 # Tools that run on OpenAI's servers: no vLLM deployment can run them, and vLLM's harmony path refuses a
@@ -101,6 +121,42 @@ def too_large_body(size: int | None, limit: int, max_model_len: int) -> dict[str
             "type": "invalid_request_error",
             "param": None,
             "code": "context_length_exceeded",
+        }
+    }
+
+
+def long_runs(value: Any) -> list[int]:
+    """The UTF-8 lengths of the runs of at least MIN_RUN_CHARS characters that the tokenizer would take as
+    one piece, in every string (and key) of a decoded JSON value."""
+    runs: list[int] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            runs += [len(m.group().encode("utf-8")) for m in _LONG_RUN.finditer(item)]
+        elif isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
+    return runs
+
+
+def too_long_runs(runs: list[int]) -> dict[str, Any] | None:
+    """The 400 for runs that would cost the tokenizer more than one run of RUN_BUDGET_BYTES; else None."""
+    if sum(n * n for n in runs) <= RUN_BUDGET_BYTES**2:
+        return None
+    return {
+        "error": {
+            "message": (
+                f"The input holds {len(runs)} run(s) of text with no break between words, the longest "
+                f"{max(runs):,} bytes (letters, symbols or spaces in one unbroken stretch). The tokenizer's "
+                "time grows with the square of such a run, and this server takes at most one run of "
+                f"{RUN_BUDGET_BYTES:,} bytes, or several shorter ones that cost as much. Break the runs up "
+                "with spaces or newlines, or shorten them."
+            ),
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "string_above_max_length",
         }
     }
 
@@ -246,8 +302,8 @@ def _with_length(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[
 
 
 class CompatMiddleware:
-    """Pure ASGI middleware: bounds every request body by the context, and makes Codex's Responses
-    requests acceptable to vLLM (see the module docstring)."""
+    """Pure ASGI middleware: bounds every request body by the context and the tokenizer's work on unbroken
+    runs, and makes Codex's Responses requests acceptable to vLLM (see the module docstring)."""
 
     def __init__(self, app: ASGIApp, max_model_len: int | None = None) -> None:
         self.app = app
@@ -279,9 +335,14 @@ class CompatMiddleware:
             await _send_json(send, 400, too_large_body(body, self.limit or 0, self.max_model_len or 0))
             return
         assert isinstance(body, bytes)
+        data = _json(body)
+        refusal = too_long_runs(long_runs(data)) if data is not None else None
+        if refusal is not None:
+            await _send_json(send, 400, refusal)
+            return
         names: dict[str, tuple[str, str]] = {}
-        if _is_responses_create(scope):
-            body, names = self._rewrite(body)
+        if _is_responses_create(scope) and isinstance(data, dict):
+            body, names = self._rewrite(body, data)
             scope = {**scope, "headers": _with_length(list(scope.get("headers", [])), len(body))}
         replayed = False
 
@@ -322,18 +383,20 @@ class CompatMiddleware:
             if message["type"] != "http.request" or not message.get("more_body", False):
                 return
 
-    def _rewrite(self, body: bytes) -> tuple[bytes, dict[str, tuple[str, str]]]:
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return body, {}  # not JSON: vLLM answers it
-        if not isinstance(data, dict):
-            return body, {}
+    def _rewrite(self, body: bytes, data: dict[str, Any]) -> tuple[bytes, dict[str, tuple[str, str]]]:
         done = rewrite_responses_request(data)
         if not done.changed:
             return body, {}
         self.say(done.notes)
         return json.dumps(data, ensure_ascii=False).encode("utf-8"), done.names
+
+
+def _json(body: bytes) -> Any:
+    """The decoded body, or None when it is not JSON (vLLM answers that itself)."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 def _restoring(send: Send, names: dict[str, tuple[str, str]]) -> Send:
