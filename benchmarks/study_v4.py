@@ -14,7 +14,9 @@ TPOT. Arms differ in one thing each:
 - fork: `VLLM_WORKER_MULTIPROC_METHOD=fork`: the engine core is forked from the API server, so it does not
   import vLLM and torch a second time;
 - fork-direct: fork, and `python -m vllm.entrypoints.openai.api_server` instead of the `vllm serve` CLI
-  (which imports every subcommand: bench, run-batch, ...).
+  (which imports every subcommand: bench, run-batch, ...);
+- fork-noll: fork, without vLLM 0.26's CuTe-DSL router-GEMM warm-up for DeepSeek-family shapes
+  (`no_router_gemm_warmup/`; later vLLM releases take the shapes from the model, none for gpt-oss).
 
 `sample` starts one server with the start-up sampler (benchmarks/startup_sampler) on every Python process
 of the tree and keeps its per-process samples in OUT/sample_<arm>/samples/; `summarise_samples.py`
@@ -36,10 +38,12 @@ from gpt_oss_modal.core.config import DeployConfig
 
 HERE = Path(__file__).resolve().parent
 MODEL = "/root/model"
-ARMS = {
-    "spawn": ({"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}, False),
-    "fork": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork"}, False),
-    "fork-direct": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork"}, True),
+NO_ROUTER_WARMUP = HERE / "no_router_gemm_warmup"  # its sitecustomize empties vLLM 0.26's list of shapes
+ARMS = {  # name -> (environment, API server module instead of the CLI, folders before src on PYTHONPATH)
+    "spawn": ({"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}, False, ()),
+    "fork": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork"}, False, ()),
+    "fork-direct": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork"}, True, ()),
+    "fork-noll": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork"}, False, (NO_ROUTER_WARMUP,)),
 }
 
 
@@ -49,13 +53,13 @@ def command(port: int, arm: str, cache: str) -> tuple[list[str], dict[str, str]]
         extra_vllm_args=["--load-format", "dummy"],
     )  # fmt: skip
     cmd = engine.build_command(cfg, target="local-gpu", model_path=MODEL)
-    arm_env, direct = ARMS[arm]
+    arm_env, direct, path = ARMS[arm]
     argv = list(cmd.argv)
     if direct:
         assert argv[:2] == ["vllm", "serve"], argv[:3]
         argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", *argv[2:]]
     root = f"/root/vc/{cache}"
-    env = {**BASE_ENV, **cmd.env, **arm_env, "PYTHONPATH": f"{HERE.parent / 'src'}"}
+    env = {**BASE_ENV, **cmd.env, **arm_env, "PYTHONPATH": ":".join(map(str, [*path, HERE.parent / "src"]))}
     env |= {
         "VLLM_CACHE_ROOT": root,
         "TRITON_CACHE_DIR": f"{root}/triton",
@@ -122,7 +126,7 @@ def sample(a) -> None:
     extra = {
         "STARTUP_SAMPLES": str(samples),
         "STARTUP_SAMPLE_S": "150",
-        # the sampler's sitecustomize first; the product's middlewares still import from src
+        # the sampler's sitecustomize first (an arm's own sitecustomize would not load beside it)
         "PYTHONPATH": f"{HERE / 'startup_sampler'}:{HERE.parent / 'src'}",
     }
     one_start(d, a.arm, a.cache, 8390, a.deadline_at, c1=False, extra_env=extra)
