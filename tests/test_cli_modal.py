@@ -123,9 +123,9 @@ def test_deploy_public_prints_the_plan_and_warns_once_before_calling_modal(cli, 
     assert "openai/gpt-oss-20b on A10G: 32,768-token context, up to 50 requests per container" in r.stderr
     # The plan line prices the floor and the ceiling of the scaling settings: whole containers, GPU, cores
     # and memory.
-    from gpt_oss_modal.core import planner
+    from gpt_oss_modal.core import resources
 
-    running = planner.container_resources(DeployConfig()).usd_per_hour
+    running = resources.container_resources(DeployConfig()).usd_per_hour
     assert f"${running:.2f}/hour while a container runs (4 cores, 8 GiB and the GPU)" in r.stderr
     assert (
         f"always on $0.00/day (min_containers 0), at most ${2 * running:,.2f}/hour (max_containers 2)"

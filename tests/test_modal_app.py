@@ -34,7 +34,7 @@ modal = pytest.importorskip("modal")
 
 from modal._utils.async_utils import synchronizer  # noqa: E402
 
-from gpt_oss_modal.core import catalog, engine, planner  # noqa: E402
+from gpt_oss_modal.core import catalog, engine, resources  # noqa: E402
 from gpt_oss_modal.core.config import (  # noqa: E402
     CONFIG_JSON_ENV,
     ORIGINAL_ENV,
@@ -123,10 +123,10 @@ def check_function(mod: Any, cfg: DeployConfig) -> None:
     assert registered.web_endpoints == [f"{modal_ops.SERVER_CLASS}.{modal_ops.SERVE_METHOD}"]
     # What the container will run is the command builder's output for this config, nothing else.
     assert mod.command == engine.build_command(cfg, target="modal")
-    # Cores and memory reserved beside the GPU: the planner's, which `plan` prices.
-    resources = planner.container_resources(cfg)
-    assert (settings["cpu"], settings["memory"]) == (resources.cpu, resources.memory_mib)
-    assert info.memory_mib == resources.memory_mib and resources.cpu >= 4
+    # Cores and memory reserved beside the GPU: gpt_oss_modal.core.resources', which `plan` prices.
+    reserved = resources.container_resources(cfg)
+    assert (settings["cpu"], settings["memory"]) == (reserved.cpu, reserved.memory_mib)
+    assert info.memory_mib == reserved.memory_mib and reserved.cpu >= 4
     # The start-up (start, health, warm-up, and sleep with snapshots) ends before Modal's startup timeout.
     assert mod.budget.total < info.startup_timeout
     # The snapshot options go out only with snapshots; without, one plain enter hook starts the engine.
@@ -575,7 +575,7 @@ def check_snapshot_class(mod: Any, cfg: DeployConfig) -> None:
     assert auth.MIDDLEWARE in mod.command.argv  # the dev routes are closed under every auth setting
     # Sleep level 1 keeps the weights in host RAM: the container asks for them plus headroom.
     weights_mib = catalog.MODELS[cfg.model].weights_gib * 1024
-    assert info.memory_mib == planner.snapshot_memory_mib(cfg) > weights_mib + 8 * 1024
+    assert info.memory_mib == resources.snapshot_memory_mib(cfg) > weights_mib + 8 * 1024
     # The pre-snapshot hook (start, health, warm-up, sleep) ends strictly before the startup timeout.
     assert mod.budget.total + mod.budget.margin == pytest.approx(info.startup_timeout)
     assert 0 < mod.budget.ready and mod.budget.total < info.startup_timeout

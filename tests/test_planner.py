@@ -7,16 +7,8 @@ import pytest
 from gpt_oss_modal.core import catalog, measured
 from gpt_oss_modal.core.config import ConfigError, DeployConfig
 from gpt_oss_modal.core.engine import build_command
-from gpt_oss_modal.core.planner import (
-    cheapest_fitting_gpu,
-    concurrency,
-    kv_bytes_per_token,
-    memory,
-    plan,
-    require_fit,
-    vllm_vram_gib,
-    weights_gib,
-)
+from gpt_oss_modal.core.planner import cheapest_fitting_gpu, plan, require_fit
+from gpt_oss_modal.core.vram import concurrency, kv_bytes_per_token, memory, vllm_vram_gib, weights_gib
 
 
 def test_kv_bytes_per_token_counts_only_full_attention_layers() -> None:
@@ -323,7 +315,7 @@ def test_vram_from_the_driver_where_known() -> None:
 def test_a_container_reserves_cores_and_memory_and_pays_for_them(
     settings: dict, cpu: float, memory_gib: float
 ) -> None:
-    from gpt_oss_modal.core.planner import container_resources
+    from gpt_oss_modal.core.resources import container_resources
 
     cfg = DeployConfig(**settings)
     r = container_resources(cfg)

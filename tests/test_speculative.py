@@ -12,7 +12,8 @@ import pytest
 from gpt_oss_modal.core import catalog, speculative
 from gpt_oss_modal.core.config import ConfigError, DeployConfig, load_config
 from gpt_oss_modal.core.engine import build_command
-from gpt_oss_modal.core.planner import kv_bytes_per_token, plan
+from gpt_oss_modal.core.planner import plan
+from gpt_oss_modal.core.vram import kv_bytes_per_token
 
 M20, M120 = catalog.MODELS["openai/gpt-oss-20b"], catalog.MODELS["openai/gpt-oss-120b"]
 

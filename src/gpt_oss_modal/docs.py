@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gpt_oss_modal.core import catalog, engine, planner
+from gpt_oss_modal.core import catalog, engine, planner, vram
 from gpt_oss_modal.core.config import ENV_PREFIX, ORIGINAL_ENV, DeployConfig
 from gpt_oss_modal.core.planner import plan
 
@@ -97,7 +97,7 @@ def gpu_table() -> str:
         f"{defaults['gpu_memory_utilization']}",
         f"(`gpt-oss-modal plan` for yours); the default `max_model_len` {default_len} fits {where}.",
         f"VRAM: nvidia-smi's total (read on {' and '.join(drivers)}; * as published for the card); vLLM sees about",
-        f"{planner.VRAM_RESERVE_GIB:.2f} GiB less. Weights and runtime: vLLM's own figures per MoE kernel path,",
+        f"{vram.VRAM_RESERVE_GIB:.2f} GiB less. Weights and runtime: vLLM's own figures per MoE kernel path,",
         f"{planner.MEASURED} with each card's budget and kernels reproduced (`src/gpt_oss_modal/core/measured.toml`).",
     ]
     return "\n".join(rows)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import modal
-from gpt_oss_modal.core import engine, planner
+from gpt_oss_modal.core import engine, resources
 from gpt_oss_modal.core.config import CONFIG_JSON_ENV, ConfigError, load_config
 from gpt_oss_modal.deploy import doctor, modal_ops, precheck, weights
 from gpt_oss_modal.deploy.image import build_image, image_spec
@@ -184,7 +184,7 @@ def fill_caches() -> None:
 # - `gpu`: a Modal GPU string such as `H100` or `H100:2`; the count is vLLM's tensor-parallel size.
 # - `cpu` and `memory`: what the container reserves beside the GPU, sized per model in the catalog (vLLM's
 #   API server, engine core and tokenizer at `max_inputs` concurrency, and with snapshots the sleeping
-#   weights). Modal bills them too, so `gpt-oss-modal plan` prices them: `planner.container_resources`
+#   weights). Modal bills them too, so `gpt-oss-modal plan` prices them: `resources.container_resources`
 #   is the one source of both. They are reservations, not limits.
 # - `@modal.concurrent(max_inputs=..., target_inputs=...)`: requests one container takes at once, equal to
 #   vLLM's `--max-num-seqs`, so a container never queues more than its engine batches; `target_inputs`
@@ -198,12 +198,12 @@ def fill_caches() -> None:
 # - the web server's `label`: its URL is `https://<workspace>--<app_name>-serve.modal.run`, the original
 #   deployment's (`modal_ops.endpoint_label`).
 
-resources = planner.container_resources(cfg)
+reserved = resources.container_resources(cfg)
 replica = {
     "image": image,
     "gpu": cfg.gpu,
-    "cpu": resources.cpu,
-    "memory": resources.memory_mib,
+    "cpu": reserved.cpu,
+    "memory": reserved.memory_mib,
     "scaledown_window": cfg.scaledown_window,
     "min_containers": cfg.min_containers,
     "max_containers": cfg.max_containers,
@@ -266,7 +266,7 @@ def start_warm() -> lifecycle.Engine:
 # the GPU, the KV cache is allocated again).
 #
 # - `memory`: the weights sit in host RAM while the engine sleeps (60.8 GiB for 120b), so the container
-#   reserves that much plus headroom (`planner.container_resources`).
+#   reserves that much plus headroom (`resources.container_resources`).
 # - /sleep and /wake_up exist only in vLLM's dev mode (build_command sets VLLM_SERVER_DEV_MODE=1 and
 #   `--enable-sleep-mode`), which also serves /collective_rpc and other routes no caller should reach.
 #   `start_engine` gives vLLM a random secret for this container, and the auth middleware answers every

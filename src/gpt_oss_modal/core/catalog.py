@@ -50,7 +50,7 @@ class GPU:
 # T4 (SM 7.5) is left out on purpose: it has no bfloat16, and GPT-OSS runs in bfloat16 only.
 # VRAM: nvidia-smi's memory.total in MiB / 1024. H100 and H200 as our own runs read it (benchmarks/results,
 # benchmarks/results_v3); the others as nvidia-smi reports them in published logs of these cards (A100-40GB:
-# the SXM4 card). What vLLM may budget is less: planner.vllm_vram_gib.
+# the SXM4 card). What vLLM may budget is less: vram.vllm_vram_gib.
 GPUS: dict[str, GPU] = {
     g.name: g
     for g in (
