@@ -1,8 +1,12 @@
 """Pack the lock's wheels that a GPU host lacks into transfers of at most PART_BYTES each.
 
-On a machine with PyPI (repo root), given what the host has (`python3 -m pip list --format=freeze` there):
+On a machine with PyPI (repo root), given what the host has (`python3 -m pip list --format=freeze` there,
+before or after the vLLM kit: the kit's pins, benchmarks/wheels.txt, count as installed either way):
 
     python3 benchmarks/pack_lock_wheels.py HOST_FREEZE.txt [--lock src/gpt_oss_modal/deploy/locks/...]
+
+The H200 host of study v4 answered `benchmarks/results_v4/lock/host_freeze_before.txt`: with it, the
+transfers can be packed before the host is taken.
 
 Every lock entry the host lacks, or has at another version, is downloaded (`pip download --no-deps
 --require-hashes`, wheels only, CPython 3.12, manylinux up to 2_39), plus uv itself (the lock's header names
@@ -114,11 +118,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("freeze", type=Path, help="the host's `pip list --format=freeze`")
     ap.add_argument("--lock", type=Path, default=LOCK)
+    ap.add_argument(
+        "--kit",
+        type=Path,
+        default=ROOT / "benchmarks/wheels.txt",
+        help="pins the host gets from the vLLM kit (prepare_host.sh) before this: counted as installed",
+    )
     ap.add_argument("--wheels", type=Path, default=ROOT / ".gpu/lock_wheels", help="download cache")
     ap.add_argument("--out", type=Path, default=ROOT / ".gpu")
     a = ap.parse_args()
     text = a.lock.read_text()
-    entries, host = lock_entries(text), host_versions(a.freeze.read_text())
+    kit = host_versions(a.kit.read_text()) if a.kit and a.kit.exists() else {}
+    entries, host = lock_entries(text), {**host_versions(a.freeze.read_text()), **kit}
     wanted = {n: e for n, e in entries.items() if public(host.get(n, "")) != e[0]}
     uv = re.search(r"^# uv: (\S+)", text, re.M)
     print(f"{len(entries)} lock entries, {len(wanted)} missing or at another version on the host:")
