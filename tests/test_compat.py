@@ -238,6 +238,13 @@ def test_an_unbroken_run_gets_an_openai_400_before_the_app_reads_it(wire) -> Non
     assert client.post("/v1/chat/completions", json=spaced).status_code == 200
 
 
+def test_a_body_nested_too_deep_to_decode_goes_to_vllm_untouched(wire) -> None:
+    client, seen = wire
+    content = b"[" * 100_000 + b"]" * 100_000  # json.loads raises RecursionError, not ValueError
+    assert client.post("/v1/chat/completions", content=content).status_code == 200
+    assert seen == [{"bytes": len(content)}]
+
+
 def test_the_bound_comes_from_the_engine_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(engine.CONTEXT_ENV, "2048")
     assert compat.CompatMiddleware(make_app([])).limit == compat.body_limit(2048)

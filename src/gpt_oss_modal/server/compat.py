@@ -392,10 +392,10 @@ class CompatMiddleware:
 
 
 def _json(body: bytes) -> Any:
-    """The decoded body, or None when it is not JSON (vLLM answers that itself)."""
+    """The decoded body, or None when it is not JSON, or nested too deep to decode (vLLM answers that)."""
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
