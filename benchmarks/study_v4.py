@@ -31,7 +31,17 @@ import sys
 import time
 from pathlib import Path
 
-from study_v3 import BASE_ENV, Server, bench, figures, phases, port_free, run_bench, wait_gpu_free
+from study_v3 import (
+    BASE_ENV,
+    Server,
+    bench,
+    cache_env,
+    figures,
+    phases,
+    port_free,
+    run_bench,
+    wait_gpu_free,
+)
 
 from gpt_oss_modal.core import engine
 from gpt_oss_modal.core.config import DeployConfig
@@ -58,14 +68,8 @@ def command(port: int, arm: str, cache: str) -> tuple[list[str], dict[str, str]]
     if direct:
         assert argv[:2] == ["vllm", "serve"], argv[:3]
         argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", *argv[2:]]
-    root = f"/root/vc/{cache}"
-    env = {**BASE_ENV, **cmd.env, **arm_env, "PYTHONPATH": ":".join(map(str, [*path, HERE.parent / "src"]))}
-    env |= {
-        "VLLM_CACHE_ROOT": root,
-        "TRITON_CACHE_DIR": f"{root}/triton",
-        "TORCHINDUCTOR_CACHE_DIR": f"{root}/inductor",
-    }
-    return argv, env
+    pythonpath = ":".join(map(str, [*path, HERE.parent / "src"]))
+    return argv, {**BASE_ENV, **cmd.env, **arm_env, "PYTHONPATH": pythonpath, **cache_env(cache)}
 
 
 def one_start(
