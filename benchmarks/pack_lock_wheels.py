@@ -28,8 +28,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gpt_oss_modal.core.config import DeployConfig
+from gpt_oss_modal.deploy.image import lock_path, normalise, read_lock
+
 ROOT = Path(__file__).resolve().parents[1]
-LOCK = ROOT / "src/gpt_oss_modal/deploy/locks/container-vllm-0.26.0.txt"
+LOCK = lock_path(DeployConfig().vllm_version)  # the image's lock
 PART_BYTES = int(os.environ.get("PART_BYTES", "62000000"))
 PLATFORMS = [f"manylinux_2_{minor}" for minor in range(39, 4, -1)] + [
     "manylinux2014",
@@ -38,23 +41,20 @@ PLATFORMS = [f"manylinux_2_{minor}" for minor in range(39, 4, -1)] + [
 ]
 
 
-def canon(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def public(version: str) -> str:
     """2.11.0+cu130 satisfies ==2.11.0 (PEP 440 ignores the local label of a candidate)."""
     return version.split("+", 1)[0]
 
 
-def lock_entries(text: str) -> dict[str, tuple[str, str]]:
-    """canonical name -> (version, the entry's text with its hashes)."""
+def lock_entries(text: str) -> dict[str, str]:
+    """normalised name -> the lock's entry for it, with its hashes (what `pip download --require-hashes`
+    takes); the versions are read_lock's."""
     out = {}
     for block in re.split(r"\n(?=[A-Za-z0-9])", text):
-        m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", block)
+        m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==", block)
         if m:
             entry = "\n".join(ln for ln in block.splitlines() if not ln.strip().startswith("#"))
-            out[canon(m.group(1))] = (m.group(2), entry.rstrip(" \\\n"))
+            out[normalise(m.group(1))] = entry.rstrip(" \\\n")
     return out
 
 
@@ -63,7 +63,7 @@ def host_versions(freeze: str) -> dict[str, str]:
     for line in freeze.splitlines():
         m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line.strip())
         if m:
-            out[canon(m.group(1))] = m.group(2)
+            out[normalise(m.group(1))] = m.group(2)
     return out
 
 
@@ -127,20 +127,20 @@ def main() -> int:
     ap.add_argument("--wheels", type=Path, default=ROOT / ".gpu/lock_wheels", help="download cache")
     ap.add_argument("--out", type=Path, default=ROOT / ".gpu")
     a = ap.parse_args()
-    text = a.lock.read_text()
+    lock, entries = read_lock(a.lock), lock_entries(a.lock.read_text())
     kit = host_versions(a.kit.read_text()) if a.kit and a.kit.exists() else {}
-    entries, host = lock_entries(text), {**host_versions(a.freeze.read_text()), **kit}
-    wanted = {n: e for n, e in entries.items() if public(host.get(n, "")) != e[0]}
-    uv = re.search(r"^# uv: (\S+)", text, re.M)
-    print(f"{len(entries)} lock entries, {len(wanted)} missing or at another version on the host:")
-    for n, (v, _) in sorted(wanted.items()):
+    host = {**host_versions(a.freeze.read_text()), **kit}
+    wanted = {n: v for n, v in lock.pins.items() if public(host.get(n, "")) != v}
+    uv = lock.header.get("uv")
+    print(f"{len(lock.pins)} lock entries, {len(wanted)} missing or at another version on the host:")
+    for n, v in sorted(wanted.items()):
         print(f"  {n}=={v} (host: {host.get(n, '-')})")
     a.wheels.mkdir(parents=True, exist_ok=True)
-    download("\n".join(e for _, e in wanted.values()) + "\n", a.wheels)
+    download("\n".join(entries[n] for n in wanted) + "\n", a.wheels)
     if uv:
-        download(f"uv=={uv.group(1)}\n", a.wheels)
-    names = {canon(n) for n in wanted} | ({"uv"} if uv else set())
-    wheels = [w for w in a.wheels.glob("*.whl") if canon(w.name.split("-")[0]) in names]
+        download(f"uv=={uv}\n", a.wheels)
+    names = set(wanted) | ({"uv"} if uv else set())
+    wheels = [w for w in a.wheels.glob("*.whl") if normalise(w.name.split("-")[0]) in names]
     manifest = pack(wheels, a.out, PART_BYTES)
     folders = sorted(p.name for p in a.out.glob("x*") if p.is_dir())
     total = sum(m["bytes"] for m in manifest)
