@@ -32,13 +32,5 @@ uv pip install --dry-run --require-hashes --only-binary :all: --offline --no-ind
   -r "$LOCK" >"$OUTD/uv_dry_run.txt" 2>&1
 echo "uv exit $?"; cat "$OUTD/uv_dry_run.txt" | tail -20
 python3 -m pip list --format=freeze >"$OUTD/freeze_after.txt" 2>/dev/null
-python3 - "$LOCK" "$OUTD/freeze_after.txt" <<'PY' | tee "$OUTD/differences.txt"
-import re, sys
-canon = lambda n: re.sub(r"[-_.]+", "-", n).lower()
-lock = dict((canon(n), v) for n, v in re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", open(sys.argv[1]).read(), re.M))
-host = dict((canon(n), v) for n, v in re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", open(sys.argv[2]).read(), re.M))
-diff = {n: (v, host.get(n)) for n, v in lock.items() if (host.get(n) or "").split("+")[0] != v}
-print(f"lock entries {len(lock)}; differing on the host {len(diff)}: {diff}")
-extra = sorted(set(host) - set(lock))
-print(f"installed beyond the lock ({len(extra)}): {' '.join(extra)}")
-PY
+PYTHONPATH="$HERE/../src" python3 "$HERE/pack_lock_wheels.py" "$OUTD/freeze_after.txt" --lock "$LOCK" --check \
+  | tee "$OUTD/differences.txt"

@@ -5,6 +5,7 @@ before or after the vLLM kit: the kit's pins, benchmarks/wheels.txt, count as in
 
     python3 benchmarks/pack_lock_wheels.py HOST_FREEZE.txt [--lock src/gpt_oss_modal/deploy/locks/...]
 
+On the host, `--check` says how its packages differ from the lock (install_lock_on_host.sh runs it).
 The H200 host of study v4 answered `benchmarks/results_v4/lock/host_freeze_before.txt`: with it, the
 transfers can be packed before the host is taken.
 
@@ -124,13 +125,25 @@ def main() -> int:
         default=ROOT / "benchmarks/wheels.txt",
         help="pins the host gets from the vLLM kit (prepare_host.sh) before this: counted as installed",
     )
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="only say how FREEZE differs from the lock (on the host, after the install); the kit not counted",
+    )
     ap.add_argument("--wheels", type=Path, default=ROOT / ".gpu/lock_wheels", help="download cache")
     ap.add_argument("--out", type=Path, default=ROOT / ".gpu")
     a = ap.parse_args()
     lock, entries = read_lock(a.lock), lock_entries(a.lock.read_text())
-    kit = host_versions(a.kit.read_text()) if a.kit and a.kit.exists() else {}
+    kit = host_versions(a.kit.read_text()) if a.kit.exists() and not a.check else {}
     host = {**host_versions(a.freeze.read_text()), **kit}
     wanted = {n: v for n, v in lock.pins.items() if public(host.get(n, "")) != v}
+    if a.check:
+        print(f"lock entries {len(lock.pins)}; differing on the host {len(wanted)}:")
+        for n, v in sorted(wanted.items()):
+            print(f"  {n}=={v} (host: {host.get(n, '-')})")
+        beyond = sorted(set(host) - set(lock.pins))
+        print(f"installed beyond the lock ({len(beyond)}): {' '.join(beyond)}")
+        return 0
     uv = lock.header.get("uv")
     print(f"{len(lock.pins)} lock entries, {len(wanted)} missing or at another version on the host:")
     for n, v in sorted(wanted.items()):
