@@ -116,16 +116,9 @@ def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
 
-def error_body(message: str) -> dict[str, Any]:
-    """An OpenAI-style error object, as the openai client expects from a 401."""
-    return {
-        "error": {
-            "message": message,
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "invalid_api_key",
-        }
-    }
+def error_body(message: str, code: str = "invalid_api_key") -> dict[str, Any]:
+    """An OpenAI-style error object, as the openai client expects it (the compat middleware's 400s too)."""
+    return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
 
 
 def _normal_forms(path: str) -> set[str]:

@@ -48,8 +48,9 @@ run of 100,000 bytes, or four of 50,000 -- with a `400` in OpenAI's error shape,
 `string_above_max_length`, that says how to fix it (break the run up). Anything made of words, however long,
 costs the tokenizer milliseconds and is not affected.
 
-The context comes from the engine's environment (`core.engine.CONTEXT_ENV`, set by `build_command`); the
-module imports only the standard library and core, as `server.auth` does, because it runs inside vLLM.
+The context comes from the engine's environment (`core.engine.CONTEXT_ENV`, set by `build_command`); like
+`server.auth`, the module imports only the standard library and the project's light modules (core, and auth
+for OpenAI's error shape), because it runs inside vLLM.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpt_oss_modal.core.engine import CONTEXT_ENV
+from gpt_oss_modal.server.auth import error_body
 
 # What `--middleware` takes: the import path of the class below (core.engine.COMPAT_MIDDLEWARE names it).
 MIDDLEWARE = f"{__name__}.CompatMiddleware"
@@ -111,18 +113,12 @@ def body_limit(max_model_len: int) -> int:
 def too_large_body(size: int | None, limit: int, max_model_len: int) -> dict[str, Any]:
     """The 400 for a body over the limit, in OpenAI's error shape (as vLLM's own context errors are)."""
     seen = f"{size:,} bytes" if size is not None else "larger than that"
-    return {
-        "error": {
-            "message": (
-                f"The request is too large: its body is {seen}, and this server takes at most {limit:,} "
-                f"bytes ({BYTES_PER_TOKEN} per token of its maximum context length of {max_model_len:,} "
-                "tokens, plus 256 KiB). Shorten the input."
-            ),
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "context_length_exceeded",
-        }
-    }
+    return error_body(
+        f"The request is too large: its body is {seen}, and this server takes at most {limit:,} bytes "
+        f"({BYTES_PER_TOKEN} per token of its maximum context length of {max_model_len:,} tokens, plus 256 KiB). "
+        "Shorten the input.",
+        code="context_length_exceeded",
+    )
 
 
 def long_runs(value: Any) -> list[int]:
@@ -145,20 +141,13 @@ def too_long_runs(runs: list[int]) -> dict[str, Any] | None:
     """The 400 for runs that would cost the tokenizer more than one run of RUN_BUDGET_BYTES; else None."""
     if sum(n * n for n in runs) <= RUN_BUDGET_BYTES**2:
         return None
-    return {
-        "error": {
-            "message": (
-                f"The input holds {len(runs)} run(s) of text with no break between words, the longest "
-                f"{max(runs):,} bytes (letters, symbols or spaces in one unbroken stretch). The tokenizer's "
-                "time grows with the square of such a run, and this server takes at most one run of "
-                f"{RUN_BUDGET_BYTES:,} bytes, or several shorter ones that cost as much. Break the runs up "
-                "with spaces or newlines, or shorten them."
-            ),
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "string_above_max_length",
-        }
-    }
+    return error_body(
+        f"The input holds {len(runs)} run(s) of text with no break between words, the longest {max(runs):,} "
+        "bytes (letters, symbols or spaces in one unbroken stretch). The tokenizer's time grows with the "
+        f"square of such a run, and this server takes at most one run of {RUN_BUDGET_BYTES:,} bytes, or "
+        "several shorter ones that cost as much. Break the runs up with spaces or newlines, or shorten them.",
+        code="string_above_max_length",
+    )
 
 
 # --- the Responses request, rewritten (pure functions) -----------------------------------------------------
