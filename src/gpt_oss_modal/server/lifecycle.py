@@ -76,6 +76,10 @@ class Budget:
         return self.ready + self.warm_up + self.sleep
 
 
+# Put first on every engine's PYTHONPATH: its sitecustomize fixes vLLM in each process (not imported here,
+# where those fixes do not belong).
+VLLM_SITE_DIR = str(Path(__file__).resolve().parent / "_vllm_site")
+
 WARM_UP_MAX_S = 120.0  # a warm-up compiles a few kernels: a minute at most on a GPU
 SLEEP_MAX_S = 180.0  # level 1 copies the weights to pinned host RAM: 10 s for 20b on an H200
 WAKE_MAX_S = 300.0  # weights back from host RAM: seconds, not minutes
@@ -145,9 +149,10 @@ def engine_env(
     build_command's, with the package on PYTHONPATH, unbuffered output and the dev-route secret (or none:
     a stale one from `base` is dropped)."""
     # vLLM loads our middleware (gpt_oss_modal.server.auth) by import path, and the `vllm` console script does
-    # not see the directory Modal mounted the package in.
+    # not see the directory Modal mounted the package in. Before it, the fixes to vLLM that every process of
+    # the engine runs at start-up (server/_vllm_site/sitecustomize.py).
     package_parent = str(Path(__file__).resolve().parents[2])
-    pythonpath = os.pathsep.join(p for p in (package_parent, base.get("PYTHONPATH", "")) if p)
+    pythonpath = os.pathsep.join(p for p in (VLLM_SITE_DIR, package_parent, base.get("PYTHONPATH", "")) if p)
     # build_command's env last: it stays the authority even if a Secret set one of the same names. Its
     # output unbuffered, so that a log shows each line when it is written, not at exit.
     env = {**base, **command.env, **command.secret_env, "PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"}

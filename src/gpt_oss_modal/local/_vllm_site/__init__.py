@@ -1,1 +1,0 @@
-"""A `sitecustomize` for every Python process of the local vLLM CPU engine (see `sitecustomize.py`)."""

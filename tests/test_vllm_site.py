@@ -1,0 +1,91 @@
+"""The fixes every engine process runs at start-up (gpt_oss_modal/server/_vllm_site/sitecustomize.py), here
+the one for vLLM releases that warm up other models' router GEMMs: real Python processes started with the
+engine's own environment, over a stand-in `vllm` package that holds just the module the fix looks at."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpt_oss_modal.core import engine
+from gpt_oss_modal.core.config import DeployConfig
+from gpt_oss_modal.server import lifecycle
+
+MODULE = "vllm.model_executor.warmup.kernel_warmup"
+
+# What a process prints: the shapes list (or its absence) in itself, in a forked child and in a spawned one,
+# the three ways an engine's processes come to exist.
+PROBE = f"""
+import multiprocessing as mp, sys
+
+def shapes(queue=None):
+    import {MODULE} as k
+    got = repr(getattr(k, "_LL_BF16_WARMUP_MODEL_SHAPES", "absent")) + " " + repr(k.M_RANGE)
+    if queue is None:
+        return got
+    queue.put(got)
+
+def child(method):
+    ctx = mp.get_context(method)
+    queue = ctx.Queue()
+    p = ctx.Process(target=shapes, args=(queue,))
+    p.start()
+    p.join()
+    return queue.get(timeout=30)
+
+if __name__ == "__main__":
+    print(child("fork"))
+    print(child("spawn"))
+    print(shapes())
+"""
+
+
+def fake_vllm(root: Path, body: str) -> Path:
+    """A `vllm` package under root with only MODULE, whose source is `body`."""
+    pkg = root / "vllm" / "model_executor" / "warmup"
+    pkg.mkdir(parents=True)
+    for d in (root / "vllm", root / "vllm" / "model_executor", pkg):
+        (d / "__init__.py").write_text("")
+    (pkg / "kernel_warmup.py").write_text(body)
+    return root
+
+
+def run_probe(tmp_path: Path, body: str) -> list[str]:
+    """PROBE in a Python started with an engine's environment (build_command's, through the life cycle),
+    with the stand-in vLLM after the engine's own PYTHONPATH entries."""
+    command = engine.build_command(DeployConfig(model="20b", gpu="H200"), target="local-gpu")
+    env = lifecycle.engine_env(command, {k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    env["PYTHONPATH"] += os.pathsep + str(fake_vllm(tmp_path / "fake", body))
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, check=False, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+def test_the_engine_environment_puts_the_fixes_first() -> None:
+    command = engine.build_command(DeployConfig(model="20b", gpu="H200"), target="modal")
+    env = lifecycle.engine_env(command, {"PYTHONPATH": "/elsewhere"})
+    first, *rest = env["PYTHONPATH"].split(os.pathsep)
+    assert first == lifecycle.VLLM_SITE_DIR
+    assert (Path(first) / "sitecustomize.py").is_file()
+    assert rest[-1] == "/elsewhere"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_fixed_list_of_other_models_router_shapes_is_emptied_in_every_process(tmp_path: Path) -> None:
+    # vLLM 0.26's shape: a module-level tuple of (hidden, experts) for DeepSeek-family routers.
+    body = "_LL_BF16_WARMUP_MODEL_SHAPES = ((6144, 264), (7168, 256))\nM_RANGE = range(1, 17)\n"
+    assert run_probe(tmp_path, body) == ["() range(1, 17)"] * 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_vllm_that_takes_the_shapes_from_the_model_is_left_alone(tmp_path: Path) -> None:
+    # Later releases (0.32) have no fixed list: nothing is added or changed.
+    assert run_probe(tmp_path, "M_RANGE = range(1, 17)\n") == ["'absent' range(1, 17)"] * 3
