@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,6 +211,13 @@ def level_summary(lv: dict) -> dict:
     return {k: lv.get(k) for k in keys}
 
 
+def cubins(triton: Path) -> dict[str, int]:
+    """The kernels in a Triton cache, by name: one compiled binary per variant. Counted before the engine
+    starts (what the priming put there), once it is ready, and at the end, the differences say what the
+    engine itself compiled in each stretch -- unlike the JIT monitor, which also lists loads from the cache."""
+    return dict(Counter(f.stem for f in triton.rglob("*.cubin"))) if triton.exists() else {}
+
+
 def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: float) -> dict:
     d = res / name
     k = 1
@@ -259,12 +267,13 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
 
     if spec.prime:
         t = time.monotonic()
-        routing = precompile.routing_for(cfg)
+        routing = precompile.moe_kernels_for(cfg)
         lines: list[str] = []
         result["primed"] = bool(routing) and precompile.prime(routing, env, lines.append)
         result["prime_s"] = round(time.monotonic() - t, 1)
         result["prime_log"] = lines[-6:]
         print(f"  prime: {result['primed']} in {result['prime_s']} s: {lines[-2:]}", flush=True)
+    result["triton_before_start"] = cubins(cache / "triton")
     # The container's own launcher, with vLLM's log sent to a file.
     launcher = ["bash", "-c", 'exec "$@" >"$0" 2>&1', str(d / "server.log"), *command.argv]
     eng = lifecycle.start_engine(cfg, command, base_env=env, argv=launcher)
@@ -274,7 +283,7 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
             mark("precompile")
             t = time.monotonic()
             # The product's own shapes for this deployment (experts, top-k, max_num_batched_tokens).
-            args = [*precompile.routing_for(cfg).args(), "--workers", str(spec.precompile)]
+            args = [*precompile.moe_kernels_for(cfg).args(), "--workers", str(spec.precompile)]
             pre = subprocess.run(
                 [sys.executable, "-m", "gpt_oss_modal.server.precompile", *args],
                 env=env,
@@ -293,6 +302,7 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
             result["warm_up_s"] = round(w.seconds, 1)
             result["warm_up"] = w.summary()
         result["ready_s"] = round(time.monotonic() - t0, 1)
+        result["triton_when_ready"] = cubins(cache / "triton")
         if spec.bursts:
             # The same shape twice, other prompts the second time (prefix caching must not make it cheaper).
             for seed, label in enumerate(("first_burst", "second_burst")):
@@ -332,6 +342,7 @@ def run_one(name: str, spec: Run, gpu: int, port: int, res: Path, deadline: floa
     finally:
         mark("end")
         lifecycle.stop(eng)
+    result["triton_at_end"] = cubins(cache / "triton")
     raw = log_path.read_bytes()
     result["jit_after_vllm_warm_up"] = {
         phase: jit_events(raw[start:end].decode(errors="replace"))

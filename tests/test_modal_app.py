@@ -331,7 +331,7 @@ def test_the_kernel_precompile_is_a_gpu_function_on_hopper_only(load_app, gpu: s
 def test_the_kernel_marker_the_cli_looks_for_is_the_one_the_container_writes() -> None:
     from gpt_oss_modal.server import precompile
 
-    routing = precompile.routing_for(DeployConfig(gpu="H100"))
+    routing = precompile.moe_kernels_for(DeployConfig(gpu="H100"))
     written = routing.marker(precompile.triton_cache_dir(engine.COMPILE_CACHE_ENV))
     assert str(written) == f"{engine.VLLM_CACHE_DIR}/{modal_ops.kernels_marker(routing)}"
 
@@ -479,9 +479,11 @@ def test_container_serve_starts_the_built_command_and_returns_once_warm(tmp_path
     for key, value in expected.env.items():
         assert started["env"][key] == value
     assert started["env"]["VLLM_API_KEY"] == "from-the-secret"
-    first = started["env"]["PYTHONPATH"].split(os.pathsep)[0]
-    # vLLM can import our modules by dotted path (the auth middleware, gpt_oss_modal.server.auth).
-    assert (Path(first) / "gpt_oss_modal" / "__init__.py").exists()
+    site, package, *_ = started["env"]["PYTHONPATH"].split(os.pathsep)
+    # Every engine process runs the fixes to vLLM at start-up (server/_vllm_site), and vLLM can import our
+    # modules by dotted path (the auth middleware, gpt_oss_modal.server.auth).
+    assert (Path(site) / "sitecustomize.py").exists()
+    assert (Path(package) / "gpt_oss_modal" / "__init__.py").exists()
     assert (
         started["env"]["VLLM_SERVER_DEV_MODE"] is None and started["env"]["GPT_OSS_DEV_ROUTES_SECRET"] is None
     )

@@ -1,4 +1,4 @@
-"""The MoE routing kernels primed ahead of the first requests (gpt_oss_modal.server.precompile): which
+"""The MoE kernels primed ahead of the first requests (gpt_oss_modal.server.precompile): which
 deployments get it, what it compiles, how many workers it takes, the marker, and the module run for real
 on this machine (which has no CUDA GPU)."""
 
@@ -22,24 +22,25 @@ from gpt_oss_modal.server import precompile
 @pytest.mark.parametrize(
     ("model", "gpu", "expected"),
     [
-        ("20b", "H100", (32, 4, 8192, 90)),
-        ("20b", "H200", (32, 4, 8192, 90)),
-        ("120b", "H100", (128, 4, 8192, 90)),
-        ("120b", "H100:2", (128, 4, 8192, 90)),  # every rank routes over all experts: one set of kernels
+        ("20b", "H100", (32, 4, 2880, 2880, 8192, 90)),
+        ("20b", "H200", (32, 4, 2880, 2880, 8192, 90)),
+        ("120b", "H100", (128, 4, 2880, 2880, 8192, 90)),
+        # Every rank routes over all experts, each holding half of every expert's intermediate size.
+        ("120b", "H100:2", (128, 4, 2880, 1440, 8192, 90)),
         ("20b", "A10G", None),  # Marlin: compiled ahead of time
         ("20b", "L40S", None),
         ("20b", "A100-80GB", None),
         ("120b", "B200", None),  # FlashInfer's kernels
     ],
 )
-def test_only_hopper_compiles_the_routing_kernels(model: str, gpu: str, expected) -> None:
-    routing = precompile.routing_for(DeployConfig(model=model, gpu=gpu))
-    got = None if routing is None else (routing.experts, routing.top_k, routing.max_tokens, routing.sm)
+def test_only_hopper_compiles_the_moe_kernels(model: str, gpu: str, expected) -> None:
+    k = precompile.moe_kernels_for(DeployConfig(model=model, gpu=gpu))
+    got = None if k is None else (k.experts, k.top_k, k.hidden, k.intermediate, k.max_tokens, k.sm)
     assert got == expected
 
 
 def test_the_tiny_checkpoint_compiles_nothing() -> None:
-    assert precompile.routing_for(DeployConfig(model="tiny", gpu="H100")) is None
+    assert precompile.moe_kernels_for(DeployConfig(model="tiny", gpu="H100")) is None
 
 
 @pytest.mark.parametrize(
@@ -50,28 +51,32 @@ def test_planner_priming_and_engine_agree_on_the_step(gpu: str, extra: list[str]
     # One value: the plan's, which the engine command passes and the priming's range ends at.
     cfg = DeployConfig(model="20b", gpu=gpu, extra_vllm_args=extra)
     p = plan(cfg)
-    routing = precompile.routing_for(cfg, p)
+    routing = precompile.moe_kernels_for(cfg, p)
     assert routing.max_tokens == p.max_num_batched_tokens == engine.build_command(cfg).max_num_batched_tokens
     assert routing.args() == [
         "--experts",
         "32",
         "--top-k",
         "4",
+        "--hidden",
+        "2880",
+        "--intermediate",
+        "2880" if gpu != "H100:2" else "1440",
         "--max-tokens",
         str(p.max_num_batched_tokens),
     ]
-    # The plan's note counts the variants the module compiles.
-    variants = len(planner.routing_token_counts(routing.max_tokens))
-    assert any(f"{variants} MoE routing kernel variants" in n for n in p.notes), p.notes
+    # The plan's note counts the step sizes the module runs.
+    steps = len(planner.moe_token_counts(routing.max_tokens, routing.experts, routing.top_k))
+    assert any(f"the MoE kernels of {steps} step sizes" in n for n in p.notes), p.notes
 
 
 def test_plan_notes_the_priming_only_where_it_happens() -> None:
     h100 = plan(DeployConfig(model="20b", gpu="H100"))
     assert any(
-        "513 MoE routing kernel variants" in n and "before the first container" in n for n in h100.notes
+        "the MoE kernels of 653 step sizes" in n and "before the first container" in n for n in h100.notes
     )
     a10g = plan(DeployConfig(model="20b", gpu="A10G"))
-    assert not any("routing kernel" in n for n in a10g.notes)
+    assert not any("MoE kernels" in n for n in a10g.notes)
 
 
 def test_every_bucket_gets_both_specializations() -> None:
@@ -84,11 +89,33 @@ def test_every_bucket_gets_both_specializations() -> None:
     )
 
 
+@pytest.mark.parametrize(("experts", "max_tokens"), [(32, 8192), (128, 8192), (32, 1024), (32, 100)])
+def test_the_step_sizes_meet_every_routing_and_matmul_variant(experts: int, max_tokens: int) -> None:
+    counts = planner.moe_token_counts(max_tokens, experts, 4)
+    assert set(planner.routing_token_counts(max_tokens)) <= set(counts) and max(counts) <= max_tokens
+
+    def variant(n: int) -> tuple:
+        # What fixes a matmul variant: the row-block range, and how Triton specializes the step's tokens,
+        # its routed rows and the row blocks at every block size (1, a multiple of 16, or neither).
+        spec = lambda v: 1 if v == 1 else 16 if v % 16 == 0 else 0  # noqa: E731
+        rows = 4 * n
+        blocks = [
+            rows if rows <= experts else -(-(rows - experts + 1) // b) + experts - 1
+            for b in (16, 32, 64, 128)
+        ]
+        return (n.bit_length(), spec(n), spec(rows), *map(spec, blocks))
+
+    every = {variant(n) for n in range(1, max_tokens + 1)}
+    assert {variant(n) for n in counts} == every
+    # Far fewer than one run per step size: each variant once, beside the routing's two per bucket.
+    assert len(counts) < len(planner.routing_token_counts(max_tokens)) + len(every)
+
+
 def test_the_marker_names_vllm_the_gpu_family_and_the_shapes(tmp_path: Path) -> None:
-    routing = precompile.routing_for(DeployConfig(model="120b", gpu="H200", vllm_version="0.26.0"))
+    routing = precompile.moe_kernels_for(DeployConfig(model="120b", gpu="H200", vllm_version="0.26.0"))
     marker = routing.marker(tmp_path)
-    assert marker == tmp_path / "gpt-oss-modal-routing" / "vllm-0.26.0-sm90-e128-k4-t8192.done"
-    local = precompile.routing_for(DeployConfig(model="120b", gpu="H200"), vllm="0.32.1")
+    assert marker == tmp_path / "gpt-oss-modal-moe" / "vllm-0.26.0-sm90-e128-k4-h2880-i2880-t8192.done"
+    local = precompile.moe_kernels_for(DeployConfig(model="120b", gpu="H200"), vllm="0.32.1")
     assert local.marker(tmp_path).name.startswith("vllm-0.32.1-")
     # The engine's cache: the volume's in a Modal container, Triton's default elsewhere.
     assert precompile.triton_cache_dir(engine.COMPILE_CACHE_ENV) == Path(
@@ -110,10 +137,17 @@ def test_cpus_granted_are_the_affinity_capped_by_the_quota(affinity: int, quota,
 
 @pytest.mark.parametrize(
     ("cpus", "free_gib", "workers"),
-    [(64, 139.0, 8), (3, 139.0, 3), (64, 3.5, 3), (1, 139.0, 1), (16, 0.5, 0)],
+    [(64, 139.0, 8), (3, 139.0, 3), (64, 3.5, 2), (1, 139.0, 1), (16, 1.0, 0)],
 )
 def test_workers_follow_cpus_and_free_gpu_memory(cpus: int, free_gib: float, workers: int) -> None:
     assert precompile.worker_count(cpus, free_gib) == workers
+
+
+def test_a_worker_holds_more_for_more_experts() -> None:
+    # One layer's MXFP4 experts: 0.4 GiB for 20b's 32, four times that for 120b's 128.
+    assert precompile.worker_gib(32) == precompile.WORKER_GIB
+    assert precompile.worker_gib(128) == pytest.approx(precompile.WORKER_GIB + 1.2)
+    assert precompile.worker_count(16, 8.0, per_worker=precompile.worker_gib(128)) == 2
 
 
 def test_the_cgroup_quota_is_read_from_v2_and_v1(tmp_path: Path) -> None:
@@ -137,7 +171,7 @@ def test_the_cgroup_quota_is_read_from_v2_and_v1(tmp_path: Path) -> None:
 
 
 def test_the_marker_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
-    marker = tmp_path / "cache" / "gpt-oss-modal-routing" / "m.done"
+    marker = tmp_path / "cache" / "gpt-oss-modal-moe" / "m.done"
     files.write_atomically(marker, "513 variants\n")
     assert marker.read_text() == "513 variants\n"
     assert os.listdir(marker.parent) == ["m.done"]  # no temporary file left beside it
@@ -168,7 +202,7 @@ def test_the_module_without_a_gpu_compiles_nothing_and_leaves_no_marker(tmp_path
     # This machine has no CUDA GPU: `python -m gpt_oss_modal.server.precompile` (what deploy's GPU function
     # runs) says so and exits 0, and no marker is left (a GPU would still compile everything).
     marker = tmp_path / "m.done"
-    args = precompile.routing_for(DeployConfig(model="20b", gpu="H100")).args()
+    args = precompile.moe_kernels_for(DeployConfig(model="20b", gpu="H100")).args()
     out = subprocess.run(
         [sys.executable, "-m", "gpt_oss_modal.server.precompile", *args, "--marker", str(marker)],
         capture_output=True,
@@ -183,22 +217,22 @@ def test_the_module_without_a_gpu_compiles_nothing_and_leaves_no_marker(tmp_path
 
 def _prime(tmp_path: Path, **kw) -> tuple[bool, list[str]]:
     lines: list[str] = []
-    routing = precompile.routing_for(DeployConfig(model="20b", gpu="H100"))
+    routing = precompile.moe_kernels_for(DeployConfig(model="20b", gpu="H100"))
     env = {**os.environ, "HOME": str(tmp_path), "TRITON_CACHE_DIR": str(tmp_path / "triton")}
     return precompile.prime(routing, env, lines.append, **kw), lines
 
 
 def test_prime_skips_what_the_cache_already_holds(tmp_path: Path) -> None:
-    marker = precompile.routing_for(DeployConfig(model="20b", gpu="H100")).marker(tmp_path / "triton")
+    marker = precompile.moe_kernels_for(DeployConfig(model="20b", gpu="H100")).marker(tmp_path / "triton")
     files.write_atomically(marker, "done\n")
     done, lines = _prime(tmp_path)
-    assert done and lines == [f"MoE routing kernels already in the cache ({marker})"]
+    assert done and lines == [f"MoE kernels already in the cache ({marker})"]
 
 
 def test_prime_runs_the_module_in_the_engines_environment(tmp_path: Path) -> None:
     done, lines = _prime(tmp_path)
     assert not done and lines == ["precompile: nothing to compile (no CUDA GPU)"]
-    assert not (tmp_path / "triton" / "gpt-oss-modal-routing").exists()
+    assert not (tmp_path / "triton" / "gpt-oss-modal-moe").exists()
 
 
 def test_prime_is_bounded_and_never_fatal(tmp_path: Path) -> None:

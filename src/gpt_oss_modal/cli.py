@@ -408,7 +408,7 @@ def serve(
         try:
             started = time.monotonic()
             if target == "local-gpu":
-                # The MoE routing kernels into the engine's Triton cache while the GPU is free (Hopper, once
+                # The MoE kernels into the engine's Triton cache while the GPU is free (Hopper, once
                 # per cache), after the driver check.
                 server.prime(log=lambda line: err.print(line, highlight=False, soft_wrap=True, markup=False))
             server.start()
@@ -497,16 +497,16 @@ def _modal_call(argv: list[str], env: dict[str, str] | None = None) -> None:
 
 def _fill_caches(cfg: DeployConfig) -> None:
     """Before a GPU starts: what the volumes lack for cfg, filled by the app's one-off functions (the
-    weights on a CPU, then the MoE routing kernels on the GPU), each in an ephemeral app of its own."""
+    weights on a CPU, then the MoE kernels on the GPU), each in an ephemeral app of its own."""
     from gpt_oss_modal.deploy import modal_ops
     from gpt_oss_modal.server import precompile
 
     try:
-        missing = modal_ops.missing_caches(cfg, precompile.routing_for(cfg))
+        missing = modal_ops.missing_caches(cfg, precompile.moe_kernels_for(cfg))
     except modal_ops.ModalError as e:
         fail(str(e), 1)
     say = {"weights": f"downloading {cfg.model}'s weights into the volume (on a CPU)",
-           "kernels": "compiling the MoE routing kernels into the cache volume (on the GPU, once)"}  # fmt: skip
+           "kernels": "compiling the MoE kernels into the cache volume (on the GPU, once)"}  # fmt: skip
     for what in missing:
         err.print(f"{say[what]} ...", highlight=False, soft_wrap=True)
         _modal_call(modal_ops.function_argv(modal_ops.FILL_FUNCTIONS[what]), modal_ops.side_env(cfg))

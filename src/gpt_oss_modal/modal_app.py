@@ -138,7 +138,7 @@ def download_weights() -> str:
     return "\n".join(f.summary() for f in fetched)
 
 
-# ## The MoE routing kernels, once, on the GPU (Hopper)
+# ## The MoE kernels, once, on the GPU (Hopper)
 #
 # On Hopper GPUs vLLM runs gpt-oss's experts with Triton kernels whose routing step is compiled per 32-token
 # step size, ~0.5 s each, inside a step every request in it waits for. This function compiles all of them
@@ -147,7 +147,7 @@ def download_weights() -> str:
 # tells `deploy` and `run` whether to call it. Other GPUs compile nothing of the kind, and get no such
 # function.
 
-routing = precompile.routing_for(cfg, plan)
+routing = precompile.moe_kernels_for(cfg, plan)
 KERNEL_CPUS = 8.0  # one compile worker per core, as many as the precompile step uses
 
 if routing is not None:
@@ -228,7 +228,7 @@ web_server = {
 # check the GPU's driver, start vLLM, wait for /health, warm up. The warm-up sends a ladder of prompts (64
 # tokens up to the engine's --max-num-batched-tokens, one at a time) and one burst of `max_inputs`
 # concurrent ~1k-token ones with replies of many lengths, so the kernels the first real burst would compile
-# on first use are compiled before any user waits on them. (Hopper's MoE routing kernels are primed into
+# on first use are compiled before any user waits on them. (Hopper's MoE kernels are primed into
 # the cache volume once, before any container starts: `gpt_oss_modal.server.precompile`.) Each step is
 # bounded and logs what it did. Once serving, a watchdog on /health ends a container whose engine hangs,
 # so that Modal replaces it (`guards.Watchdog`).

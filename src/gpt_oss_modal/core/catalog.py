@@ -135,6 +135,8 @@ class Model:
     # weights, tokenizer and chat template as today. Sources are noted where each model is defined.
     revision: str = "main"
     experts_per_token: int = 4  # num_experts_per_tok of both gpt-oss sizes
+    hidden_size: int = 2880  # of both gpt-oss sizes, as is each expert's intermediate size
+    expert_intermediate_size: int = 2880
     # The EAGLE3 drafter `speculative = "eagle3"` loads, and others published for the model (data only).
     drafter: Drafter | None = None
     other_drafters: tuple[Drafter, ...] = ()

@@ -41,6 +41,9 @@ BATCHED_TOKENS_FLAG = "--max-num-batched-tokens"
 # Hopper's MoE routing kernels are compiled per step size rounded up to this many tokens, each bucket in
 # two specializations (gpt_oss_modal.server.precompile primes them all).
 ROUTING_BUCKET = 32
+# The row-block sizes Hopper's MXFP4 expert matmuls (triton_kernels' matmul_ogs) choose from, by tokens per
+# expert: each compiles per block size and per how the step's integer arguments specialize.
+MOE_MATMUL_BLOCKS = (16, 32, 64, 128)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,35 @@ def routing_token_counts(max_tokens: int) -> list[int]:
     for top in range(ROUTING_BUCKET, max_tokens + ROUTING_BUCKET, ROUTING_BUCKET):
         counts |= {top, top - 1}
     return sorted(n for n in counts if n <= max(max_tokens, 1))
+
+
+def _triton_int(value: int) -> str:
+    """How Triton specializes an integer argument: the constant 1, a multiple of 16, or neither."""
+    return "1" if value == 1 else "16" if value % 16 == 0 else ""
+
+
+def _expert_blocks(rows: int, experts: int, block: int) -> int:
+    """The expert matmul's row blocks for `rows` routed rows (triton_kernels' RoutingData.n_blocks)."""
+    return rows if rows <= experts else -(-(rows - experts + 1) // block) + experts - 1
+
+
+def moe_token_counts(max_tokens: int, experts: int, top_k: int) -> list[int]:
+    """Step sizes up to `max_tokens` that between them meet every variant of Hopper's MoE kernels: the
+    routing variants (routing_token_counts) and the expert matmuls'. A matmul variant is fixed by its row
+    block (chosen by tokens per expert: one count per power-of-two range is taken) and by how Triton
+    specializes the integers that grow with the step -- its tokens, routed rows (tokens x top_k) and row
+    blocks at each block size -- so the smallest count of each combination stands for all of it."""
+    seen: dict[tuple, int] = {}
+    for n in range(1, max(max_tokens, 1) + 1):
+        rows = n * top_k
+        key = (
+            n.bit_length(),
+            _triton_int(n),
+            _triton_int(rows),
+            *(_triton_int(_expert_blocks(rows, experts, b)) for b in MOE_MATMUL_BLOCKS),
+        )
+        seen.setdefault(key, n)
+    return sorted(set(routing_token_counts(max_tokens)) | set(seen.values()))
 
 
 def _memory_source(mem: Memory, model: catalog.Model, gpu: catalog.GPU, count: int, drafter: bool) -> str:
@@ -359,9 +391,10 @@ def plan(cfg: DeployConfig) -> Plan:
             )
         if catalog.moe_kernel(gpu) == "triton":
             notes.append(
-                f"{len(routing_token_counts(batched))} MoE routing kernel variants (one per {ROUTING_BUCKET}-token "
-                f"step up to {batched:,}) are compiled once into the cache volume, on a GPU, before the first "
-                "container starts (~1.5 min), so that no request waits on a compile"
+                f"the MoE kernels of {len(moe_token_counts(batched, model.num_experts, model.experts_per_token))} "
+                f"step sizes up to {batched:,} (routing per {ROUTING_BUCKET}-token step, expert matmuls per row "
+                "block) are compiled once into the cache volume, on a GPU, before the first container starts "
+                "(~1.5 min), so that no request waits on a compile"
             )
         if cfg.max_inputs > typical >= 1:
             notes.append(

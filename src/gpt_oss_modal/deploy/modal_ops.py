@@ -33,7 +33,7 @@ ENTRYPOINT = "main"  # the local entrypoint `modal run` calls: fill the caches, 
 # The app's one-off functions, each run by itself with `modal run module::function`:
 FILL_FUNCTIONS = {
     "weights": "download_weights",  # CPU only: the pinned revision into the huggingface-cache volume
-    "kernels": "precompile_kernels",  # the GPU (Hopper): MoE routing kernels into the vllm-cache volume
+    "kernels": "precompile_kernels",  # the GPU (Hopper): MoE kernels into the vllm-cache volume
 }
 DOCTOR_FUNCTION = "doctor_probe"  # the GPU: driver, CUDA, torch, vLLM, backends (`doctor --remote`)
 
@@ -242,8 +242,8 @@ def deployed_url(app_name: str) -> str:
 
 
 def kernels_marker(routing: Any) -> str:
-    """Where, in the vllm-cache volume, the marker of precompiled MoE routing kernels lies: the path
-    `precompile.Routing.marker` gives it under the engine's TRITON_CACHE_DIR, relative to the volume."""
+    """Where, in the vllm-cache volume, the marker of precompiled MoE kernels lies: the path
+    `precompile.MoeKernels.marker` gives it under the engine's TRITON_CACHE_DIR, relative to the volume."""
     triton = engine.COMPILE_CACHE_ENV["TRITON_CACHE_DIR"].removeprefix(engine.VLLM_CACHE_DIR + "/")
     return str(routing.marker(Path(triton)))
 
@@ -265,7 +265,7 @@ def volume_has(name: str, path: str) -> bool:
 
 def missing_caches(cfg: DeployConfig, routing: Any | None) -> list[str]:
     """What the volumes lack for cfg, in the order to fill them: "weights" (the pinned revision, on a CPU),
-    "kernels" (the MoE routing kernels, on the GPU; `routing` is `precompile.routing_for(cfg)`, None where
+    "kernels" (the MoE kernels, on the GPU; `routing` is `precompile.moe_kernels_for(cfg)`, None where
     none are precompiled). Two listings, no container."""
     require_modal()
     missing = []

@@ -293,7 +293,7 @@ class LocalServer:
         return self.command
 
     def prime(self, log: lifecycle.Log = lifecycle.log) -> bool:
-        """On a GPU, before start(): check the driver, then compile the MoE routing kernels the engine would
+        """On a GPU, before start(): check the driver, then compile the MoE kernels the engine would
         compile during its first requests into its Triton cache, once per cache (gpt_oss_modal.server.precompile).
         True when they are all in the cache; False where there are none to compile."""
         if self.target != "local-gpu":
@@ -303,7 +303,7 @@ class LocalServer:
             guards.check_gpu(log)
         except guards.GpuRefused as e:
             raise LocalServerError(str(e)) from None
-        routing = precompile.routing_for(self.cfg, vllm=_installed("vllm"))
+        routing = precompile.moe_kernels_for(self.cfg, vllm=_installed("vllm"))
         if routing is None:
             return False
         command = self.prepare()

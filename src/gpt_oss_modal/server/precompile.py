@@ -1,21 +1,26 @@
-"""Prime the Triton cache with the MoE routing kernels vLLM would otherwise compile during the first requests.
+"""Prime the Triton cache with the MoE kernels vLLM would otherwise compile during the first requests.
 
-On Hopper GPUs vLLM runs gpt-oss's MoE layers with OpenAI's `triton_kernels`, whose routing kernels
+On Hopper GPUs vLLM runs gpt-oss's MoE layers with OpenAI's `triton_kernels`. Its routing kernels
 (`_topk_forward`, `_sum_bitmatrix_rows`) take the step's token count rounded up to 32 as a compile-time
-constant, and Triton specializes the count itself on divisibility by 16: every new size of a step outside
-the CUDA graphs (prefills, and decodes mixed with prefill chunks) compiles kernels inside the engine's step,
-~0.5 s each, a stall every request in that step waits for. vLLM's JIT monitor (`--jit-monitor-verbose`)
-names them; docs/performance.md has the count.
+constant, and Triton specializes the count itself on divisibility by 16; its expert matmuls (`matmul_ogs`,
+named `_empty_fn` in vLLM's log) compile once per row block (16-128, by tokens per expert) and per how the
+step's integer arguments specialize. So every new size of a step outside the CUDA graphs (prefills, and
+decodes mixed with prefill chunks) can compile kernels inside the engine's step -- ~0.5 s for a routing
+kernel, more for a matmul -- a stall every request in that step waits for. vLLM's JIT monitor
+(`--jit-monitor-verbose`) names them; docs/performance.md has the counts.
 
-This compiles all of them -- each 32-token bucket up to the engine's `--max-num-batched-tokens`, both
-specializations -- in worker processes, into the Triton cache the engine reads (TRITON_CACHE_DIR: on the
-vllm-cache volume for Modal): the engine then loads each from disk in milliseconds. It is a one-shot step on
+This compiles all of them -- vLLM's own MoE forward (`triton_kernel_moe_forward`, on MXFP4 expert weights
+converted by vLLM's own code) at one step size per variant (planner.moe_token_counts) up to the engine's
+`--max-num-batched-tokens` -- in worker processes, into the Triton cache the engine reads (TRITON_CACHE_DIR:
+on the vllm-cache volume for Modal): the engine then loads each from disk in milliseconds. It is a one-shot step on
 a GPU of the deployment's class, run before any server starts, with the whole GPU to itself: once per cache
 (a marker file there says it is done) from `deploy`/`run` on Modal, and by `serve --local` on a local GPU
-(`prime`). On an H200 (16 cores) it took 91 s with 8 workers, and turned a first burst's p99 time to first
-token from 2.5x the steady state into 1.2x (docs/performance.md). docs/cold-start.md argues the place.
+(`prime`). On an H200 (16 cores) it ran 653 step sizes in 96 s with 8 workers, after which the engine
+compiled no MoE kernel during its first minute at 50 concurrent requests, which ran at 99% of the second
+(docs/performance.md). docs/cold-start.md argues the place.
 
-    python -m gpt_oss_modal.server.precompile --experts 32 --top-k 4 --max-tokens 8192 --marker PATH
+    python -m gpt_oss_modal.server.precompile --experts 32 --top-k 4 --hidden 2880 --intermediate 2880 \
+        --max-tokens 8192 --marker PATH
 """
 
 from __future__ import annotations
@@ -37,20 +42,26 @@ from pathlib import Path
 from gpt_oss_modal import files
 from gpt_oss_modal.core import catalog
 from gpt_oss_modal.core.config import DeployConfig
-from gpt_oss_modal.core.planner import Plan, plan, routing_token_counts
+from gpt_oss_modal.core.planner import Plan, moe_token_counts, plan
 
-MAX_WORKERS = 8  # on an H200 (16 cores) 8 workers took 91 s; beyond that the compiler's CPU work is the limit
-WORKER_GIB = 1.0  # GPU memory per worker (its CUDA context, ~0.5 GiB, and room to spare)
-# A hang is not a slow compile: 91 s with 8 workers, so even one worker on a fresh cache stays well inside.
+MAX_WORKERS = 8  # on an H200 (16 cores) 8 workers took 96 s; beyond that the compiler's CPU work is the limit
+# GPU memory per worker: its CUDA context (~0.5 GiB), one MoE layer's MXFP4 experts (0.4 GiB for 20b's 32,
+# 1.6 GiB for 120b's 128) and the largest step's activations (~0.3 GiB at 8,192 tokens).
+WORKER_GIB = 1.5
+EXPERT_GIB_PER_32 = 0.4
+# A hang is not a slow compile: 96 s with 8 workers, so even one worker on a fresh cache stays well inside.
 PRIME_TIMEOUT_S = 1800.0
 
 
 @dataclass(frozen=True)
-class Routing:
-    """The routing kernels a deployment's engine compiles: their shapes, the GPU family and the vLLM."""
+class MoeKernels:
+    """The MoE kernels a deployment's engine compiles: one layer's shape on one GPU, the largest step, the
+    GPU family and the vLLM."""
 
     experts: int
     top_k: int
+    hidden: int
+    intermediate: int  # each expert's, on one GPU (tensor parallelism splits it)
     max_tokens: int
     sm: int
     vllm: str  # the release whose kernels these are (they differ between releases)
@@ -62,17 +73,23 @@ class Routing:
             str(self.experts),
             "--top-k",
             str(self.top_k),
+            "--hidden",
+            str(self.hidden),
+            "--intermediate",
+            str(self.intermediate),
             "--max-tokens",
             str(self.max_tokens),
         ]
 
     def marker(self, cache_dir: Path) -> Path:
         """The file that says every variant is in `cache_dir`, for this vLLM, GPU family and shape."""
-        name = f"vllm-{self.vllm}-sm{self.sm}-e{self.experts}-k{self.top_k}-t{self.max_tokens}.done"
-        return cache_dir / "gpt-oss-modal-routing" / name
+        shape = f"e{self.experts}-k{self.top_k}-h{self.hidden}-i{self.intermediate}-t{self.max_tokens}"
+        return cache_dir / "gpt-oss-modal-moe" / f"vllm-{self.vllm}-sm{self.sm}-{shape}.done"
 
 
-def routing_for(cfg: DeployConfig, p: Plan | None = None, *, vllm: str | None = None) -> Routing | None:
+def moe_kernels_for(
+    cfg: DeployConfig, p: Plan | None = None, *, vllm: str | None = None
+) -> MoeKernels | None:
     """What to prime for `cfg` (its plan `p`, when the caller has it), or None: only Hopper runs these
     kernels (catalog.moe_kernel: below it Marlin, above it FlashInfer, both compiled ahead of time), and only
     the real models do. The step sizes are the plan's max_num_batched_tokens, which the engine is given;
@@ -81,7 +98,15 @@ def routing_for(cfg: DeployConfig, p: Plan | None = None, *, vllm: str | None = 
     if model is None or catalog.moe_kernel(gpu) != "triton":
         return None
     batched = (p or plan(cfg)).max_num_batched_tokens
-    return Routing(model.num_experts, model.experts_per_token, batched, gpu.sm, vllm or cfg.vllm_version)
+    return MoeKernels(
+        experts=model.num_experts,
+        top_k=model.experts_per_token,
+        hidden=model.hidden_size,
+        intermediate=model.expert_intermediate_size // cfg.tensor_parallel,
+        max_tokens=batched,
+        sm=gpu.sm,
+        vllm=vllm or cfg.vllm_version,
+    )
 
 
 def triton_cache_dir(env: Mapping[str, str]) -> Path:
@@ -115,17 +140,71 @@ def granted_cpus(affinity: int, quota: float | None) -> int:
     return max(1, affinity if quota is None else min(affinity, math.ceil(quota)))
 
 
-def worker_count(cpus: int, free_gib: float, limit: int = MAX_WORKERS) -> int:
-    """Workers for `cpus` granted CPUs and `free_gib` of free GPU memory: one per CPU and per WORKER_GIB,
-    at most `limit`; 0 when not even one fits on the GPU."""
-    return max(0, min(limit, cpus, int(free_gib // WORKER_GIB)))
+def worker_gib(experts: int) -> float:
+    """GPU memory one worker holds for a layer of `experts` experts."""
+    return WORKER_GIB + EXPERT_GIB_PER_32 * (experts / 32 - 1)
+
+
+def worker_count(cpus: int, free_gib: float, limit: int = MAX_WORKERS, per_worker: float = WORKER_GIB) -> int:
+    """Workers for `cpus` granted CPUs and `free_gib` of free GPU memory: one per CPU and per `per_worker`
+    GiB, at most `limit`; 0 when not even one fits on the GPU."""
+    return max(0, min(limit, cpus, int(free_gib // per_worker)))
 
 
 # --- compiling ------------------------------------------------------------------------------------------
 
 
-def _compile(counts: list[int], experts: int, top_k: int) -> int:
-    """In a worker: run vLLM's routing call once per token count (which compiles what is not yet cached)."""
+def _experts(experts: int, hidden: int, intermediate: int):
+    """One MoE layer's MXFP4 expert weights and biases as vLLM's TRITON backend holds them after loading
+    (vllm.model_executor.layers.fused_moe.oracle.mxfp4: its own conversion, swizzled for the GPU), and its
+    quantization config: (w13, w2, quant_config). Zeros: the values change no kernel."""
+    import torch
+    from vllm.model_executor.layers.fused_moe.oracle import mxfp4 as oracle
+
+    backend = oracle.Mxfp4MoeBackend.TRITON
+    hidden, intermediate = oracle.mxfp4_round_up_hidden_size_and_intermediate_size(
+        backend, hidden, intermediate
+    )
+    block = 32  # MXFP4: one scale per 32 values
+
+    def zeros(*shape: int, dtype=torch.uint8) -> torch.nn.Parameter:
+        return torch.nn.Parameter(torch.zeros(*shape, dtype=dtype, device="cuda"), requires_grad=False)
+
+    layer = torch.nn.Module()  # what the conversion takes the loaded tensors from (and frees them on)
+    layer.w13_weight = zeros(experts, 2 * intermediate, hidden // 2)
+    layer.w2_weight = zeros(experts, hidden, intermediate // 2)
+    layer.w13_weight_scale = zeros(experts, 2 * intermediate, hidden // block)
+    layer.w2_weight_scale = zeros(experts, hidden, intermediate // block)
+    w13, w2, w13_precision, w2_precision, w13_bias, w2_bias = (
+        oracle.convert_gpt_oss_weight_to_mxfp4_moe_kernel_format(
+            mxfp4_backend=backend,
+            layer=layer,
+            w13_weight=layer.w13_weight,
+            w2_weight=layer.w2_weight,
+            w13_weight_scale=layer.w13_weight_scale,
+            w2_weight_scale=layer.w2_weight_scale,
+            w13_bias=zeros(experts, 2 * intermediate, dtype=torch.bfloat16),
+            w2_bias=zeros(experts, hidden, dtype=torch.bfloat16),
+        )
+    )
+    # gpt-oss's SwiGLU constants, as vLLM's Mxfp4MoEMethod passes them.
+    quant_config = oracle.make_mxfp4_moe_quant_config(
+        mxfp4_backend=backend,
+        w1_scale=w13_precision,
+        w2_scale=w2_precision,
+        w1_bias=w13_bias,
+        w2_bias=w2_bias,
+        gemm1_alpha=1.702,
+        gemm1_beta=1.0,
+        swiglu_limit=7.0,
+    )
+    return w13, w2, quant_config, hidden
+
+
+def _compile(counts: list[int], experts: int, top_k: int, hidden: int, intermediate: int) -> tuple[int, str]:
+    """In a worker: run vLLM's MoE forward once per token count (which compiles what is not yet cached).
+    (step sizes run, what ran: "moe" -- routing and expert matmuls -- or "routing" alone, where this vLLM's
+    expert weights could not be built here; nothing for another vLLM)."""
     import torch
 
     # Importing vLLM's gpt-oss MoE module sets up the `triton_kernels` alias and vLLM's patches to it: the
@@ -133,35 +212,67 @@ def _compile(counts: list[int], experts: int, top_k: int) -> int:
     try:
         from vllm.model_executor.layers.fused_moe.experts import gpt_oss_triton_kernels_moe as moe
     except ImportError:
-        return 0  # another vLLM: other kernels
+        return 0, ""  # another vLLM: other kernels
     if not getattr(moe, "use_legacy_triton_kernels", False):
-        return 0  # another triton_kernels (or none): other routing kernels, not known to stall
+        return 0, ""  # another triton_kernels (or none): other routing kernels, not known to stall
     from triton_kernels.routing import routing
 
+    def forward(n: int) -> None:
+        moe.triton_kernel_moe_forward(
+            torch.randn(n, hidden, device="cuda", dtype=torch.bfloat16),
+            w13,
+            w2,
+            torch.randn(n, experts, device="cuda", dtype=torch.bfloat16),
+            top_k,
+            renormalize=True,
+            global_num_experts=experts,
+            quant_config=quant_config,
+        )
+
+    w13 = None
+    try:
+        w13, w2, quant_config, hidden = _experts(experts, hidden, intermediate)
+        forward(counts[0])
+    except (ImportError, AttributeError, TypeError, ValueError, AssertionError, RuntimeError) as e:
+        # Another vLLM's expert layout: its routing kernels are still the ones known to stall.
+        print(f"precompile: routing kernels only ({type(e).__name__}: {e})"[:400], flush=True)
+        w13 = None
     for n in counts:
-        logits = torch.randn(n, experts, device="cuda", dtype=torch.bfloat16)
-        routing(logits, top_k, sm_first=False)  # gpt-oss renormalizes: vLLM passes sm_first=False
+        if w13 is None:
+            logits = torch.randn(n, experts, device="cuda", dtype=torch.bfloat16)
+            routing(logits, top_k, sm_first=False)  # gpt-oss renormalizes: vLLM passes sm_first=False
+        else:
+            forward(n)
     torch.cuda.synchronize()
-    return len(counts)
+    return len(counts), "routing" if w13 is None else "moe"
 
 
-def precompile(*, experts: int, top_k: int, max_tokens: int, workers: int) -> tuple[int, float]:
-    """Compile every routing variant up to `max_tokens` in `workers` processes: (variants run, seconds)."""
+def precompile(
+    *, experts: int, top_k: int, hidden: int, intermediate: int, max_tokens: int, workers: int
+) -> tuple[int, str, float]:
+    """Run every MoE variant up to `max_tokens` in `workers` processes: (step sizes run, what ran, seconds)."""
     start = time.monotonic()
-    counts = routing_token_counts(max_tokens)
+    counts = moe_token_counts(max_tokens, experts, top_k)
     # Interleaved shares: each worker gets small and large counts alike.
     workers = max(1, min(workers, len(counts)))
     shares = [counts[i::workers] for i in range(workers)]
     ctx = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    shape = [[x] * workers for x in (experts, top_k, hidden, intermediate)]
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        done = sum(pool.map(_compile, shares, [experts] * workers, [top_k] * workers))
-    return done, time.monotonic() - start
+        results = list(pool.map(_compile, shares, *shape))
+    done = sum(r[0] for r in results)
+    kinds = {r[1] for r in results if r[0]}
+    return done, "routing" if "routing" in kinds else "moe" if kinds else "", time.monotonic() - start
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--experts", type=int, required=True, help="experts per MoE layer (num_local_experts)")
     ap.add_argument("--top-k", type=int, required=True, help="experts per token (num_experts_per_tok)")
+    ap.add_argument("--hidden", type=int, required=True, help="the model's hidden size")
+    ap.add_argument(
+        "--intermediate", type=int, required=True, help="each expert's intermediate size, per GPU"
+    )
     ap.add_argument("--max-tokens", type=int, required=True, help="the engine's --max-num-batched-tokens")
     ap.add_argument(
         "--workers",
@@ -181,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     affinity, quota = len(os.sched_getaffinity(0)), cgroup_cpu_quota()
     cpus = granted_cpus(affinity, quota)
     free_gib = torch.cuda.mem_get_info()[0] / 2**30
-    workers = worker_count(cpus, free_gib, a.workers)
+    workers = worker_count(cpus, free_gib, a.workers, worker_gib(a.experts))
     print(
         f"precompile: {workers} workers for {cpus} CPUs granted (affinity {affinity}, cgroup quota "
         f"{'none' if quota is None else f'{quota:g}'}) and {free_gib:.1f} GiB of free GPU memory",
@@ -190,13 +301,22 @@ def main(argv: list[str] | None = None) -> int:
     if workers < 1:
         print(f"precompile: skipped, {free_gib:.1f} GiB of GPU memory free is too little for a worker")
         return 0
-    done, seconds = precompile(experts=a.experts, top_k=a.top_k, max_tokens=a.max_tokens, workers=workers)
+    done, kind, seconds = precompile(
+        experts=a.experts,
+        top_k=a.top_k,
+        hidden=a.hidden,
+        intermediate=a.intermediate,
+        max_tokens=a.max_tokens,
+        workers=workers,
+    )
     if not done:
-        print("precompile: nothing to compile (this vLLM does not use the routing kernels known to stall)")
+        print("precompile: nothing to compile (this vLLM does not use the MoE kernels known to stall)")
         return 0
-    print(f"precompile: {done} MoE routing variants in {seconds:.1f} s ({workers} workers)", flush=True)
+    what = "MoE step sizes (routing and expert matmuls)" if kind == "moe" else "MoE routing variants"
+    line = f"{done} {what} in {seconds:.1f} s ({workers} workers)"
+    print(f"precompile: {line}", flush=True)
     if a.marker:
-        files.write_atomically(a.marker, f"{done} variants, {seconds:.1f} s, {workers} workers\n")
+        files.write_atomically(a.marker, line + "\n")
     return 0
 
 
@@ -205,16 +325,16 @@ def main(argv: list[str] | None = None) -> int:
 Log = Callable[[str], None]
 
 
-def prime(routing: Routing, env: Mapping[str, str], log: Log, *, timeout: float = PRIME_TIMEOUT_S) -> bool:
-    """Run this module for `routing` in a process with the engine's environment `env` (so it writes the
+def prime(kernels: MoeKernels, env: Mapping[str, str], log: Log, *, timeout: float = PRIME_TIMEOUT_S) -> bool:
+    """Run this module for `kernels` in a process with the engine's environment `env` (so it writes the
     engine's Triton cache), unless the cache's marker says it is done. Call it before the engine starts:
     the GPU is then free. Failures and a timeout are logged, not raised (the kernels still compile on
     first use). True when every variant is in the cache."""
-    marker = routing.marker(triton_cache_dir(env))
+    marker = kernels.marker(triton_cache_dir(env))
     if marker.exists():
-        log(f"MoE routing kernels already in the cache ({marker})")
+        log(f"MoE kernels already in the cache ({marker})")
         return True
-    argv = [sys.executable, "-m", __name__, *routing.args(), "--marker", str(marker)]
+    argv = [sys.executable, "-m", __name__, *kernels.args(), "--marker", str(marker)]
     # A session of its own: on timeout the workers go with it.
     proc = subprocess.Popen(
         argv,
