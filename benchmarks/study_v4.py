@@ -4,7 +4,8 @@ The product's own engine command (`engine.build_command(cfg, target="local-gpu")
 dummy weights in /root/model) on one cache root, so every start after the first is a warm restart:
 
     PYTHONPATH=src python3 benchmarks/study_v4.py sample  --arm spawn --cache diag --out /root/res
-    PYTHONPATH=src python3 benchmarks/study_v4.py restart --arms spawn fork --repeats 3 --cache fast-lock
+    PYTHONPATH=src python3 benchmarks/study_v4.py restart --arms spawn fork product --repeats 2 --cache fast-lock
+    PYTHONPATH=src python3 benchmarks/study_v4.py spec --tokens 0 3 5 7 --cache fast-lock
 
 `restart` alternates the arms (A B A B ...), each a warm restart timed to /health with the phases of its
 log (study_v3.PHASES), then 20 requests at concurrency 1 (`vllm bench serve`, 1,024 in / 256 out) for
@@ -15,8 +16,14 @@ TPOT. Arms differ in one thing each:
   import vLLM and torch a second time;
 - fork-direct: fork, and `python -m vllm.entrypoints.openai.api_server` instead of the `vllm serve` CLI
   (which imports every subcommand: bench, run-batch, ...);
-- fork-noll: fork, without vLLM 0.26's CuTe-DSL router-GEMM warm-up for DeepSeek-family shapes
-  (`no_router_gemm_warmup/`; later vLLM releases take the shapes from the model, none for gpt-oss).
+- product: the environment the product gives every GPU engine (`lifecycle.engine_env`): fork, and the
+  fixes every engine process runs at start-up first on PYTHONPATH (`server/_vllm_site`: vLLM 0.26's
+  CuTe-DSL router-GEMM warm-up for DeepSeek-family shapes skipped).
+
+`spec` starts the engine once per draft-token count K (0: no drafter) with `speculative = eagle3` and a
+stand-in drafter of the catalog's shape (dummy weights, so nothing is ever accepted: each step yields one
+token, and TPOT is the cost of one speculative step -- the verify pass of K + 1 tokens per request plus K
+draft passes), then measures TPOT at concurrency 1 and at max_inputs.
 
 `sample` starts one server with the start-up sampler (benchmarks/startup_sampler) on every Python process
 of the tree and keeps its per-process samples in OUT/sample_<arm>/samples/; `summarise_samples.py`
@@ -43,41 +50,73 @@ from study_v3 import (
     wait_gpu_free,
 )
 
-from gpt_oss_modal.core import engine
+from gpt_oss_modal.core import catalog, engine
 from gpt_oss_modal.core.config import DeployConfig
+from gpt_oss_modal.server import lifecycle
 
 HERE = Path(__file__).resolve().parent
 MODEL = "/root/model"
-NO_ROUTER_WARMUP = HERE / "no_router_gemm_warmup"  # its sitecustomize empties vLLM 0.26's list of shapes
-ARMS = {  # name -> (environment, API server module instead of the CLI, folders before src on PYTHONPATH)
-    "spawn": ({"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}, False, ()),
-    "fork": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork"}, False, ()),
-    "fork-direct": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork"}, True, ()),
-    "fork-noll": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork"}, False, (NO_ROUTER_WARMUP,)),
+DRAFTER = "/root/drafter"  # a config.json of the catalog drafter's shape (dummy weights)
+ARMS = {  # name -> (environment, API server module instead of the CLI, the product's PYTHONPATH)
+    "spawn": ({"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}, False, False),
+    "fork": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork"}, False, False),
+    "fork-direct": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork"}, True, False),
+    "product": ({}, False, True),
 }
 
 
-def command(port: int, arm: str, cache: str) -> tuple[list[str], dict[str, str]]:
+def drafter_config(d: catalog.Drafter, model: catalog.Model) -> dict:
+    """A vLLM EAGLE3 head of the drafter's shape (its weights are vLLM's dummy ones)."""
+    return {
+        "architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama", "torch_dtype": "bfloat16",
+        "hidden_size": d.hidden_size, "intermediate_size": d.intermediate_size,
+        "num_attention_heads": d.num_attention_heads, "num_key_value_heads": d.num_kv_heads,
+        "head_dim": d.head_dim, "num_hidden_layers": d.num_layers, "vocab_size": 201088,
+        "draft_vocab_size": d.draft_vocab, "max_position_embeddings": model.max_context,
+        "rms_norm_eps": 1e-5, "rope_theta": 150000.0, "hidden_act": "silu", "tie_word_embeddings": False,
+    }  # fmt: skip
+
+
+def command(port: int, arm: str, cache: str, k: int = 0) -> tuple[list[str], dict[str, str]]:
     cfg = DeployConfig(
         model="20b", gpu="H200", boot="fast", max_inputs=50, max_model_len=32768, port=port,
         extra_vllm_args=["--load-format", "dummy"],
+        speculative="eagle3" if k else "off", speculative_tokens=k or 7,
     )  # fmt: skip
     cmd = engine.build_command(cfg, target="local-gpu", model_path=MODEL)
-    arm_env, direct, path = ARMS[arm]
+    arm_env, direct, product = ARMS[arm]
     argv = list(cmd.argv)
+    if k:  # the drafter from DRAFTER, which stands in for the pinned repo (no downloads on the GPU host)
+        i = argv.index("--speculative-config") + 1
+        spec = json.loads(argv[i]) | {"model": DRAFTER}
+        spec.pop("revision", None)
+        argv[i] = json.dumps(spec)
+        Path(DRAFTER).mkdir(parents=True, exist_ok=True)
+        model = cfg.model_info
+        (Path(DRAFTER) / "config.json").write_text(json.dumps(drafter_config(model.drafter, model), indent=1))
     if direct:
         assert argv[:2] == ["vllm", "serve"], argv[:3]
         argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", *argv[2:]]
-    pythonpath = ":".join(map(str, [*path, HERE.parent / "src"]))
+    src = str(HERE.parent / "src")
+    pythonpath = f"{lifecycle.VLLM_SITE_DIR}:{src}" if product else src
     return argv, {**BASE_ENV, **cmd.env, **arm_env, "PYTHONPATH": pythonpath, **cache_env(cache)}
 
 
 def one_start(
-    d: Path, arm: str, cache: str, port: int, deadline_at: float, *, c1: bool, extra_env=None
+    d: Path,
+    arm: str,
+    cache: str,
+    port: int,
+    deadline_at: float,
+    *,
+    c1: bool,
+    extra_env=None,
+    k: int = 0,
+    c_max: bool = False,
 ) -> dict:
     d.mkdir(parents=True, exist_ok=True)
     assert port_free(port), port
-    argv, env = command(port, arm, cache)
+    argv, env = command(port, arm, cache, k)
     env |= extra_env or {}
     res = {"arm": arm, "cache": cache, "cache_was_warm": Path(f"/root/vc/{cache}").exists(),
            "gpu_free_wait_s": wait_gpu_free(), "argv": argv, "env": env}  # fmt: skip
@@ -89,8 +128,11 @@ def one_start(
         res["engine_pid"] = srv.engine_pid()
         res["children_first_seen_s"] = srv.child_seen
         if h and c1:
-            cmd = bench(port, d, "c1", concurrency=1, prompts=20, out_len=256)
+            cmd = bench(port, d, "c1", concurrency=1, prompts=20 if not k else 10, out_len=256)
             res["c1"] = run_bench(cmd, d, "c1", {})
+        if h and c_max:
+            cmd = bench(port, d, "c50", concurrency=50, prompts=100, out_len=256, seed=1)
+            res["c50"] = run_bench(cmd, d, "c50", {})
     finally:
         srv.stop()
     res["phases"] = phases(srv) | ({"health_200": res["health_s"]} if res.get("health_s") else {})
@@ -124,6 +166,19 @@ def restart(a) -> None:
         summary_path.write_text(json.dumps(summary, indent=1))
 
 
+def spec(a) -> None:
+    """One start per draft-token count, each measured at one stream and at max_inputs."""
+    d0 = a.out / f"spec_{a.cache}"
+    summary = {"runs": []}
+    for k in a.tokens:
+        if time.monotonic() + 120 > a.deadline_at:
+            print(f"skipped k={k}: deadline", flush=True)
+            continue
+        res = one_start(d0 / f"k{k}", "product", a.cache, 8400 + k, a.deadline_at, c1=True, c_max=True, k=k)
+        summary["runs"].append({"k": k} | {key: res.get(key) for key in ("health_s", "c1", "c50")})
+        (d0 / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
 def sample(a) -> None:
     d = a.out / f"sample_{a.arm}_{a.cache}"
     samples = d / "samples"
@@ -138,7 +193,10 @@ def sample(a) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("series", choices=["restart", "sample"])
+    ap.add_argument("series", choices=["restart", "sample", "spec"])
+    ap.add_argument(
+        "--tokens", nargs="+", type=int, default=[0, 3, 5, 7], help="spec: draft tokens (0: none)"
+    )
     ap.add_argument("--arms", nargs="+", default=["spawn", "fork"], choices=sorted(ARMS))
     ap.add_argument("--arm", default="spawn", choices=sorted(ARMS))
     ap.add_argument("--repeats", type=int, default=3)
@@ -150,7 +208,7 @@ def main() -> int:
     a = ap.parse_args()
     a.deadline_at = time.monotonic() + a.deadline
     a.out.mkdir(parents=True, exist_ok=True)
-    (restart if a.series == "restart" else sample)(a)
+    {"restart": restart, "sample": sample, "spec": spec}[a.series](a)
     return 0
 
 
