@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from gpt_oss_modal.core import catalog, speculative
+from gpt_oss_modal.core import catalog, measured, speculative
 from gpt_oss_modal.core.config import ConfigError, DeployConfig, load_config
 from gpt_oss_modal.core.engine import build_command
 from gpt_oss_modal.core.planner import plan
@@ -195,14 +195,33 @@ def test_fewer_drafts_accept_fewer_tokens_per_step() -> None:
 
 def test_speedup_is_the_formula() -> None:
     k = 7
-    acc_lo, acc_hi = M20.drafter.mean_acceptance
-    v_lo, v_hi = speculative.STEP_COSTS.verify_single
-    draft = k / M20.num_layers
-    assert speculative.speedup(M20, M20.drafter, k, 1) == pytest.approx(
-        (acc_lo / (v_hi + draft), acc_hi / (v_lo + draft))
-    )
-    # Above one stream the verify step costs 1 to k + 1 decode steps: the low end is k + 1.
-    assert speculative.speedup(M20, M20.drafter, k, 50)[0] == pytest.approx(acc_lo / (k + 1 + draft))
+    acc_lo, acc_hi = speculative.mean_acceptance(M20.drafter, k)
+    for c in (1, 50):
+        cost = speculative.step_cost(k, c)
+        assert speculative.speedup(M20.drafter, k, c) == pytest.approx((acc_lo / cost, acc_hi / cost))
+
+
+def test_the_step_cost_is_the_measured_ratio() -> None:
+    m = measured.SPECULATIVE_STEP
+    for k, tpot in m.tpot_ms.items():
+        for c, t, d in zip(m.concurrency, tpot, m.decode_tpot_ms, strict=True):
+            assert speculative.step_cost(k, c) == pytest.approx(t / d)
+    # Other draft counts take the nearest measured one (the larger on a tie); beyond the measured
+    # concurrencies the nearest; between them a straight line.
+    assert speculative.step_cost(7, 1) == speculative.step_cost(5, 1)
+    assert speculative.step_cost(4, 1) == speculative.step_cost(5, 1)
+    assert speculative.step_cost(1, 1) == speculative.step_cost(3, 1)
+    assert speculative.step_cost(5, 200) == speculative.step_cost(5, 50)
+    mid = speculative.step_cost(5, 25)
+    assert speculative.step_cost(5, 50) < mid < speculative.step_cost(5, 1)
+
+
+def test_plan_says_what_a_step_costs_and_where_it_was_measured() -> None:
+    est = plan(DeployConfig(gpu="H200", speculative_tokens=5)).speculative
+    assert est.step_cost_single == pytest.approx(speculative.step_cost(5, 1), abs=0.005)
+    assert est.step_cost_max_inputs == pytest.approx(speculative.step_cost(5, 50), abs=0.005)
+    assert "measured on an H200" in est.assumptions and "120b" not in est.assumptions
+    assert "120b the 20b ratios" in plan(DeployConfig(model="120b", gpu="H200")).speculative.assumptions
 
 
 def test_the_default_follows_the_models_verdict() -> None:
@@ -210,5 +229,6 @@ def test_the_default_follows_the_models_verdict() -> None:
     default_on = DeployConfig.model_fields["speculative"].default != "off"
     for model in catalog.MODELS:
         est = plan(DeployConfig(model=model, gpu="H200")).speculative
-        assert est.speedup_single[0] > 1  # at one stream the model says it gains...
-        assert est.gain_holds == default_on  # ...at max_inputs it cannot say yet, so the default stays off
+        assert est.gain_holds == default_on == (est.speedup_single[0] > 1 and est.speedup_max_inputs[0] > 1)
+    # What was measured: a step at one stream costs more than the published acceptance brings.
+    assert not plan(DeployConfig(gpu="H200")).speculative.gain_holds

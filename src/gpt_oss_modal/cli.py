@@ -221,19 +221,27 @@ def plan(
 
 
 def speculative_line(est: Any) -> str:
-    """Speculative decoding in one line: on or off, the drafter, and the modelled speed-up (a model)."""
-    acc = "-".join(dict.fromkeys(f"{m:.2f}" for m in est.mean_acceptance))
+    """Speculative decoding in one line: on or off, the drafter, what a step costs, and the modelled
+    speed-up (a model)."""
+
+    def span(values: Any, fmt: str) -> str:
+        return "-".join(dict.fromkeys(format(v, fmt) for v in values))
+
     single, at_max = est.speedup_single, est.speedup_max_inputs
     state = "on" if est.on else "off (--speculative eagle3 turns it on)"
     line = (
-        f"{state}: {est.method} with {est.drafter.split('@')[0]}, {est.tokens} draft tokens, mean acceptance {acc}; "
-        f"{single[0]:.1f}-{single[1]:.1f}x at 1 stream, {at_max[0]:.1f}-{at_max[1]:.1f}x at {est.max_inputs} "
-        f"streams ({est.label})"
+        f"{state}: {est.method} with {est.drafter.split('@')[0]}, {est.tokens} draft tokens, mean acceptance "
+        f"{span(est.mean_acceptance, '.2f')}; a step costs {est.step_cost_single:.2f} / "
+        f"{est.step_cost_max_inputs:.2f} decode steps at 1 / {est.max_inputs} streams; "
+        f"{span(single, '.1f')}x at 1 stream, {span(at_max, '.1f')}x at {est.max_inputs} streams ({est.label})"
     )
     if not est.gain_holds:
-        line += f"; no gain established at {est.max_inputs} streams" + (
-            "" if est.on else ", so it is off by default"
-        )
+        losses = [
+            f"{n} stream{'s' if n > 1 else ''}"
+            for n, s in ((1, single), (est.max_inputs, at_max))
+            if s[0] <= 1
+        ]
+        line += f"; no gain at {' and '.join(losses)}" + ("" if est.on else ", so it is off by default")
     return line
 
 

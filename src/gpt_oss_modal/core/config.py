@@ -281,7 +281,8 @@ class DeployConfig(BaseSettings):
         "off",
         description="Speculative decoding. `eagle3`: the model's EAGLE3 drafter (pinned in the catalog, "
         "downloaded with the weights) proposes speculative_tokens tokens that the model checks in one step. "
-        "`plan` shows the modelled speed-up, `bench` the acceptance measured. `off`: plain decoding.",
+        "`plan` shows a step's measured cost and the modelled speed-up (on an H200 in `fast`: slower at one "
+        "stream, faster at 50), `bench` the acceptance measured. `off`: plain decoding.",
     )
     speculative_tokens: int = Field(
         7, description="Draft tokens per step with speculative = eagle3 (1-10; the published drafters run 7)."

@@ -86,6 +86,19 @@ class BootFigures:
     runs: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class SpeculativeStep:
+    """The cost of one speculative step (a verify pass of k + 1 tokens per request and k draft passes) at
+    each measured concurrency, beside one decode step of the same engine without a drafter."""
+
+    model: str
+    boot: str
+    concurrency: tuple[int, ...]
+    decode_tpot_ms: tuple[float, ...]  # per concurrency
+    tpot_ms: dict[int, tuple[float, ...]]  # draft tokens k -> per concurrency
+    runs: tuple[str, ...]
+
+
 def _load() -> dict[str, Any]:
     return tomllib.loads(resources.files(__package__).joinpath("measured.toml").read_text())
 
@@ -104,5 +117,14 @@ BOOT_FIGURES = {
 }
 # A warm restart of `fast` (the caches of its first start kept): what a Modal container after the first sees.
 FAST_WARM_STARTUP_S = tuple(_DATA["fast_warm_restart"]["startup_s"])
+_spec = _DATA["speculative_step"]
+SPECULATIVE_STEP = SpeculativeStep(
+    model=_spec["model"],
+    boot=_spec["boot"],
+    concurrency=tuple(_spec["concurrency"]),
+    decode_tpot_ms=tuple(_spec["decode_tpot_ms"]),
+    tpot_ms={int(k): tuple(v) for k, v in _spec["tpot_ms"].items()},
+    runs=tuple(_spec["runs"]),
+)
 # gpt-oss-120b (boot fast) was timed to /health only.
 STARTUP_120B_FAST_S = tuple(_DATA["startup_120b_fast"]["startup_s"])

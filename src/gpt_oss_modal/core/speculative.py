@@ -2,15 +2,16 @@
 
 With `speculative = "eagle3"` the model's drafter (catalog.Drafter, one decoder layer over the target's hidden
 states) proposes k = speculative_tokens tokens one after the other, and the target checks all of them in one
-forward pass of k + 1 tokens per request. Each verify step yields the accepted drafts plus one token of the
+forward pass of k + 1 tokens per request. Each such step yields the accepted drafts plus one token of the
 target's own, so the speed-up over plain decoding at concurrency c is
 
-    speed-up(c) = E[tokens per verify step] x t_decode(c) / (t_verify(k + 1, c) + k x t_draft(c))
+    speed-up(c) = E[tokens per step] / S(k, c),   S = (t_verify(k + 1, c) + k x t_draft(c)) / t_decode(c)
 
-E[tokens per verify step] is the drafter's mean acceptance length, which its publisher measured on their
-prompts; ours may accept more or less (`gpt-oss-modal bench` reports what a deployment accepts). The per-step
-costs are not measured yet: STEP_COSTS holds what is assumed, in one place, and the GPU measurement of
-verify and draft steps (docs/performance.md, "Speculative decoding", gives the runs) replaces it. Every
+E[tokens per step] is the drafter's mean acceptance length, which its publisher measured on their prompts;
+ours may accept more or less (`gpt-oss-modal bench` reports what a deployment accepts). S, the cost of one
+speculative step in decode steps, was measured on an H200 (measured.SPECULATIVE_STEP; docs/performance.md,
+"Speculative decoding"): at k = 3 and 5, at 1 and 50 concurrent requests. Other draft counts take the nearest
+measured one, other concurrencies a straight line between the two, and gpt-oss-120b the 20b's ratios: every
 figure derived here is labelled a model.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gpt_oss_modal.core import catalog
+from gpt_oss_modal.core import catalog, measured
 from gpt_oss_modal.core.config import ConfigError, DeployConfig
 
 LABEL = "model"
@@ -47,38 +48,20 @@ def tokens_per_step(cfg: DeployConfig) -> int:
     return cfg.speculative_tokens + 1 if cfg.drafter is not None else 1
 
 
-@dataclass(frozen=True)
-class StepCosts:
-    """Per-step costs as multiples of one decode step of the target at the same concurrency, as ranges."""
-
-    # A verify step of k + 1 tokens at one stream: the step is bound by kernel launches (3.1 ms against a
-    # 0.8 ms memory floor on the H200), so k more tokens in it add little; up to 1.3 for the extra experts
-    # they route to (k + 1 tokens of gpt-oss-20b read ~21 of 32 experts per layer where one token reads 4).
-    verify_single: tuple[float, float]
-    # Above one stream, a verify step carries c x (k + 1) tokens: at least one decode step (verification
-    # for free) and at most k + 1 of them (no gain from the larger batch). Where it falls is what the GPU
-    # measurement of verify steps at max_inputs decides.
-    verify_batched: str
-    # One draft step against the target's decode step: the drafter is one decoder layer against the
-    # target's num_layers, its lm_head at most the target's.
-    draft_source: str
-
-
-STEP_COSTS = StepCosts(
-    verify_single=(1.0, 1.3),
-    verify_batched="1 to k + 1 decode steps",
-    draft_source="1 / the target's layer count",
-)
-
-
-def verify_cost(concurrency: int, k: int) -> tuple[float, float]:
-    """A verify step of k + 1 tokens per request, in decode steps at the same concurrency (low, high)."""
-    return STEP_COSTS.verify_single if concurrency <= 1 else (1.0, float(k + 1))
-
-
-def draft_cost(model: catalog.Model) -> float:
-    """One draft step, in decode steps of the target."""
-    return 1.0 / model.num_layers
+def step_cost(k: int, concurrency: int) -> float:
+    """One speculative step with k drafts, in decode steps at the same concurrency (measured.SPECULATIVE_STEP:
+    the nearest measured k, the larger on a tie; between the measured concurrencies a straight line, beyond
+    them the nearest)."""
+    m = measured.SPECULATIVE_STEP
+    nearest = min(m.tpot_ms, key=lambda measured_k: (abs(measured_k - k), -measured_k))
+    ratios = [t / d for t, d in zip(m.tpot_ms[nearest], m.decode_tpot_ms, strict=True)]
+    cs = m.concurrency
+    if concurrency <= cs[0]:
+        return ratios[0]
+    for (c0, r0), (c1, r1) in zip(zip(cs, ratios), zip(cs[1:], ratios[1:])):
+        if concurrency <= c1:
+            return r0 + (r1 - r0) * (concurrency - c0) / (c1 - c0)
+    return ratios[-1]
 
 
 def per_position_acceptance(mean_length: float, k: int) -> float:
@@ -107,12 +90,12 @@ def mean_acceptance(drafter: catalog.Drafter, k: int) -> tuple[float, float]:
     )
 
 
-def speedup(model: catalog.Model, drafter: catalog.Drafter, k: int, concurrency: int) -> tuple[float, float]:
-    """The modelled speed-up of decoding at this concurrency, (low, high): the low end pairs the lower
-    acceptance with the dearer verify step."""
-    (acc_lo, acc_hi), (v_lo, v_hi) = mean_acceptance(drafter, k), verify_cost(concurrency, k)
-    draft = k * draft_cost(model)
-    return acc_lo / (v_hi + draft), acc_hi / (v_lo + draft)
+def speedup(drafter: catalog.Drafter, k: int, concurrency: int) -> tuple[float, float]:
+    """The modelled speed-up of decoding at this concurrency, (low, high), from the drafter's published
+    acceptance range and the measured step cost."""
+    cost = step_cost(k, concurrency)
+    low, high = mean_acceptance(drafter, k)
+    return low / cost, high / cost
 
 
 @dataclass(frozen=True)
@@ -127,6 +110,8 @@ class SpeculativeEstimate:
     drafter_gib_per_gpu: float
     mean_acceptance: tuple[float, float]  # at `tokens` draft tokens
     acceptance_source: str
+    step_cost_single: float  # one speculative step, in decode steps, at one stream
+    step_cost_max_inputs: float  # the same at max_inputs
     speedup_single: tuple[float, float]
     speedup_max_inputs: tuple[float, float]
     max_inputs: int
@@ -142,23 +127,29 @@ def estimate(cfg: DeployConfig) -> SpeculativeEstimate | None:
     if model is None or drafter is None:
         return None
     k = cfg.speculative_tokens
-    single, at_max = speedup(model, drafter, k, 1), speedup(model, drafter, k, cfg.max_inputs)
-    v_lo, v_hi = STEP_COSTS.verify_single
+    single, at_max = speedup(drafter, k, 1), speedup(drafter, k, cfg.max_inputs)
+    m = measured.SPECULATIVE_STEP
+    measured_at = ", ".join(f"k={n}" for n in sorted(m.tpot_ms))
     return SpeculativeEstimate(
         on=cfg.drafter is not None,
         method=drafter.method,
         drafter=f"{drafter.repo}@{drafter.revision}",
         tokens=k,
         drafter_gib_per_gpu=round(drafter.weights_gib / cfg.gpu_count, 2),
-        mean_acceptance=tuple(round(m, 2) for m in mean_acceptance(drafter, k)),  # type: ignore[arg-type]
+        mean_acceptance=tuple(round(a, 2) for a in mean_acceptance(drafter, k)),  # type: ignore[arg-type]
         acceptance_source=f"{drafter.repo}: {drafter.acceptance_source}",
+        step_cost_single=round(step_cost(k, 1), 2),
+        step_cost_max_inputs=round(step_cost(k, cfg.max_inputs), 2),
         speedup_single=(round(single[0], 2), round(single[1], 2)),
         speedup_max_inputs=(round(at_max[0], 2), round(at_max[1], 2)),
         max_inputs=cfg.max_inputs,
         gain_holds=single[0] > 1 and at_max[0] > 1,
         label=LABEL,
         assumptions=(
-            f"verify step {v_lo:g}-{v_hi:g} decode steps at one stream, {STEP_COSTS.verify_batched} above it; "
-            f"draft step {STEP_COSTS.draft_source} ({model.num_layers}); not measured yet"
+            f"a speculative step costs {step_cost(k, 1):.2f} decode steps at one stream and "
+            f"{step_cost(k, cfg.max_inputs):.2f} at {cfg.max_inputs}, as measured on an {measured.GPU} "
+            f"({m.model.split('/')[-1]}, boot {m.boot}, {measured_at} at "
+            f"{' and '.join(map(str, m.concurrency))} streams; other k take the nearest, other concurrencies "
+            f"a straight line{', and ' + model.short + ' the 20b ratios' if model.id != m.model else ''})"
         ),
     )
