@@ -3,8 +3,8 @@
 # left, run the steps given, all within LIMIT seconds of the call's start, then pack /root/res into $OUT.
 #   bash benchmarks/run_v4.sh LIMIT STEP...
 # Steps: setup (prepare_host.sh), lock (install_lock_on_host.sh, then doctor's GPU probe),
-#   sample:ARM:CACHE, restart:ARM,ARM:REPEATS:CACHE, spec:K,K:CACHE (study_v4.py), v2:RUN,RUN (study_v2.py),
-#   freeze.
+#   sample:ARM:CACHE, restart:ARM,ARM:REPEATS:CACHE, spec:K,K:CACHE, cold:BOOT,BOOT:REPEATS:CACHE
+#   (study_v4.py), v2:RUN,RUN (study_v2.py), freeze.
 LIMIT=$1; shift
 HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(dirname "$HERE")
 take() {  # $1 = transfer folder, $2 = where its files go; once per host (a warm host keeps earlier transfers)
@@ -34,6 +34,7 @@ for step in "$@"; do
             | tee /root/res/lock/doctor_probe.json ;;
     sample) (cd "$HERE" && python3 study_v4.py sample --arm "$a" --cache "$b" --out /root/res --deadline "$left") ;;
     restart) (cd "$HERE" && python3 study_v4.py restart --arms $(echo "$a" | tr , ' ') --repeats "$b" --cache "$c" --out /root/res --deadline "$left") ;;
+    cold) (cd "$HERE" && python3 study_v4.py cold --boots $(echo "$a" | tr , ' ') --repeats "$b" --cache "$c" --out /root/res --deadline "$left") ;;
     spec) (cd "$HERE" && python3 study_v4.py spec --tokens $(echo "$a" | tr , ' ') --cache "$b" --out /root/res --deadline "$left") ;;
     v2) (cd "$HERE" && python3 study_v2.py $(echo "$a" | tr , ' ') --out /root/res --deadline "$left") ;;
   esac

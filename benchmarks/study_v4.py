@@ -6,6 +6,7 @@ dummy weights in /root/model) on one cache root, so every start after the first 
     PYTHONPATH=src python3 benchmarks/study_v4.py sample  --arm spawn --cache diag --out /root/res
     PYTHONPATH=src python3 benchmarks/study_v4.py restart --arms spawn fork product --repeats 2 --cache fast-lock
     PYTHONPATH=src python3 benchmarks/study_v4.py spec --tokens 0 3 5 7 --cache fast-lock
+    PYTHONPATH=src python3 benchmarks/study_v4.py cold --boots eager fast --repeats 3 --cache v6
 
 `restart` alternates the arms (A B A B ...), each a warm restart timed to /health with the phases of its
 log (study_v3.PHASES), then 20 requests at concurrency 1 (`vllm bench serve`, 1,024 in / 256 out) for
@@ -19,6 +20,9 @@ TPOT. Arms differ in one thing each:
 - product: the environment the product gives every GPU engine (`lifecycle.engine_env`): fork, and the
   fixes every engine process runs at start-up first on PYTHONPATH (`server/_vllm_site`: vLLM 0.26's
   CuTe-DSL router-GEMM warm-up for DeepSeek-family shapes skipped).
+
+`cold` primes one cache with the product's MoE kernels, then starts the product's engine on a fresh copy of
+it per run, boot modes alternating (A B, B A, ...): the first container after a deploy, repeated.
 
 `spec` starts the engine once per draft-token count K (0: no drafter) with `speculative = eagle3` and a
 stand-in drafter of the catalog's shape (dummy weights, so nothing is ever accepted: each step yields one
@@ -34,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -52,7 +58,7 @@ from study_v3 import (
 
 from gpt_oss_modal.core import catalog, engine
 from gpt_oss_modal.core.config import DeployConfig
-from gpt_oss_modal.server import lifecycle
+from gpt_oss_modal.server import lifecycle, precompile
 
 HERE = Path(__file__).resolve().parent
 MODEL = "/root/model"
@@ -77,12 +83,18 @@ def drafter_config(d: catalog.Drafter, model: catalog.Model) -> dict:
     }  # fmt: skip
 
 
-def command(port: int, arm: str, cache: str, k: int = 0) -> tuple[list[str], dict[str, str]]:
-    cfg = DeployConfig(
-        model="20b", gpu="H200", boot="fast", max_inputs=50, max_model_len=32768, port=port,
+def deploy_config(port: int, k: int = 0, boot: str = "fast") -> DeployConfig:
+    return DeployConfig(
+        model="20b", gpu="H200", boot=boot, max_inputs=50, max_model_len=32768, port=port,
         extra_vllm_args=["--load-format", "dummy"],
         speculative="eagle3" if k else "off", speculative_tokens=k or 7,
     )  # fmt: skip
+
+
+def command(
+    port: int, arm: str, cache: str, k: int = 0, boot: str = "fast"
+) -> tuple[list[str], dict[str, str]]:
+    cfg = deploy_config(port, k, boot)
     cmd = engine.build_command(cfg, target="local-gpu", model_path=MODEL)
     arm_env, direct, product = ARMS[arm]
     argv = list(cmd.argv)
@@ -113,12 +125,13 @@ def one_start(
     extra_env=None,
     k: int = 0,
     c_max: bool = False,
+    boot: str = "fast",
 ) -> dict:
     d.mkdir(parents=True, exist_ok=True)
     assert port_free(port), port
-    argv, env = command(port, arm, cache, k)
+    argv, env = command(port, arm, cache, k, boot)
     env |= extra_env or {}
-    res = {"arm": arm, "cache": cache, "cache_was_warm": Path(f"/root/vc/{cache}").exists(),
+    res = {"arm": arm, "boot": boot, "cache": cache, "cache_was_warm": Path(f"/root/vc/{cache}").exists(),
            "gpu_free_wait_s": wait_gpu_free(), "argv": argv, "env": env}  # fmt: skip
     print(f"=== {time.strftime('%T')} {d.name}: {arm}", flush=True)
     srv = Server(argv, env, d / "server.log", port)
@@ -139,7 +152,9 @@ def one_start(
     res |= figures(srv.text())
     res["start_method_lines"] = [ln for _, ln in srv.lines if "spawn" in ln or "fork" in ln][:10]
     (d / "result.json").write_text(json.dumps(res, indent=1))
-    print(f"  {arm}: health {res.get('health_s')} c1 {res.get('c1')}", flush=True)
+    print(
+        f"  {arm} ({boot}): health {res.get('health_s')} c1 {res.get('c1')} c50 {res.get('c50')}", flush=True
+    )
     return res
 
 
@@ -179,6 +194,35 @@ def spec(a) -> None:
         (d0 / "summary.json").write_text(json.dumps(summary, indent=1))
 
 
+def cold(a) -> None:
+    """Cold first starts of the product's engine, boot modes in alternating order (A B, B A, ...), each on a
+    fresh copy of a cache that holds only the product's MoE priming: what the first container after a
+    deploy starts on. Timed to /health."""
+    seed = Path(f"/root/vc/prime-{a.cache}")
+    if not seed.exists():
+        t = time.monotonic()
+        kernels = precompile.moe_kernels_for(deploy_config(8500))
+        lines: list[str] = []
+        primed = precompile.prime(kernels, {**os.environ, **cache_env(seed.name)}, lines.append)
+        print(f"  primed {primed} in {time.monotonic() - t:.1f} s: {lines[-1:]}", flush=True)
+    d0 = a.out / f"cold_{a.cache}"
+    summary = {"runs": []}
+    order = [b for i in range(a.repeats) for b in (a.boots if i % 2 == 0 else a.boots[::-1])]
+    for i, boot in enumerate(order):
+        if time.monotonic() + 150 > a.deadline_at:
+            print(f"skipped {boot} #{i}: deadline", flush=True)
+            continue
+        cache = Path(f"/root/vc/cold-{i}-{boot}")
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.copytree(seed, cache, symlinks=True)
+        res = one_start(
+            d0 / f"{i:02d}_{boot}", "product", cache.name, 8500 + i, a.deadline_at, c1=False, boot=boot
+        )
+        summary["runs"].append({k: res.get(k) for k in ("boot", "health_s", "phases")})
+        (d0 / "summary.json").write_text(json.dumps(summary, indent=1))
+        shutil.rmtree(cache, ignore_errors=True)
+
+
 def sample(a) -> None:
     d = a.out / f"sample_{a.arm}_{a.cache}"
     samples = d / "samples"
@@ -193,7 +237,8 @@ def sample(a) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("series", choices=["restart", "sample", "spec"])
+    ap.add_argument("series", choices=["restart", "sample", "spec", "cold"])
+    ap.add_argument("--boots", nargs="+", default=["eager", "fast"], help="cold: the boot modes, alternating")
     ap.add_argument(
         "--tokens", nargs="+", type=int, default=[0, 3, 5, 7], help="spec: draft tokens (0: none)"
     )
@@ -208,7 +253,7 @@ def main() -> int:
     a = ap.parse_args()
     a.deadline_at = time.monotonic() + a.deadline
     a.out.mkdir(parents=True, exist_ok=True)
-    {"restart": restart, "sample": sample, "spec": spec}[a.series](a)
+    {"restart": restart, "sample": sample, "spec": spec, "cold": cold}[a.series](a)
     return 0
 
 
