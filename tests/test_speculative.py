@@ -232,3 +232,15 @@ def test_the_default_follows_the_models_verdict() -> None:
         assert est.gain_holds == default_on == (est.speedup_single[0] > 1 and est.speedup_max_inputs[0] > 1)
     # What was measured: a step at one stream costs more than the published acceptance brings.
     assert not plan(DeployConfig(gpu="H200")).speculative.gain_holds
+
+
+def test_plan_says_the_drafter_has_no_graphs_outside_compiled() -> None:
+    # vLLM 0.26 captures the drafter's CUDA graphs only where mixed batches have them (piecewise graphs,
+    # which need torch.compile): the measured step cost is fast's.
+    def noted(**kw) -> bool:
+        return any(
+            "drafter runs without CUDA graphs" in n for n in plan(DeployConfig(gpu="H200", **kw)).notes
+        )
+
+    assert noted(speculative="eagle3") and noted(speculative="eagle3", boot="eager")
+    assert not noted(speculative="eagle3", boot="compiled") and not noted()

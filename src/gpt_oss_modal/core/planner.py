@@ -401,6 +401,13 @@ def plan(cfg: DeployConfig) -> Plan:
                 f"max_inputs {cfg.max_inputs} exceeds the {typical} "
                 f"{TYPICAL_REQUEST_TOKENS}-token requests the KV cache holds; vLLM will queue the rest"
             )
+        if cfg.drafter is not None and cfg.boot != "compiled":
+            # vLLM gives the drafter CUDA graphs only where mixed batches have them (piecewise: torch.compile).
+            notes.append(
+                f"with boot {cfg.boot} the drafter runs without CUDA graphs, one launch-bound pass per draft "
+                "token: the measured step cost (docs/performance.md) is this case; boot compiled gives it "
+                "piecewise graphs (not measured)"
+            )
 
     return Plan(
         model=model.id,
