@@ -10,6 +10,7 @@ card that fits, and the cost of the deployment's scaling settings.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -156,7 +157,8 @@ def _expert_blocks(rows: int, experts: int, block: int) -> int:
     return rows if rows <= experts else -(-(rows - experts + 1) // block) + experts - 1
 
 
-def moe_token_counts(max_tokens: int, experts: int, top_k: int) -> list[int]:
+@functools.cache  # every plan on Hopper counts them for its note: a walk over every step size
+def moe_token_counts(max_tokens: int, experts: int, top_k: int) -> tuple[int, ...]:
     """Step sizes up to `max_tokens` that between them meet every variant of Hopper's MoE kernels: the
     routing variants (routing_token_counts) and the expert matmuls'. A matmul variant is fixed by its row
     block (chosen by tokens per expert: one count per power-of-two range is taken) and by how Triton
@@ -172,7 +174,7 @@ def moe_token_counts(max_tokens: int, experts: int, top_k: int) -> list[int]:
             *(_triton_int(_expert_blocks(rows, experts, b)) for b in MOE_MATMUL_BLOCKS),
         )
         seen.setdefault(key, n)
-    return sorted(set(routing_token_counts(max_tokens)) | set(seen.values()))
+    return tuple(sorted(set(routing_token_counts(max_tokens)) | set(seen.values())))
 
 
 def _memory_source(mem: Memory, model: catalog.Model, gpu: catalog.GPU, count: int, drafter: bool) -> str:

@@ -201,7 +201,9 @@ def _experts(experts: int, hidden: int, intermediate: int):
     return w13, w2, quant_config, hidden
 
 
-def _compile(counts: list[int], experts: int, top_k: int, hidden: int, intermediate: int) -> tuple[int, str]:
+def _compile(
+    counts: tuple[int, ...], experts: int, top_k: int, hidden: int, intermediate: int
+) -> tuple[int, str]:
     """In a worker: run vLLM's MoE forward once per token count (which compiles what is not yet cached).
     (step sizes run, what ran: "moe" -- routing and expert matmuls -- or "routing" alone, where this vLLM's
     expert weights could not be built here; nothing for another vLLM)."""
@@ -229,7 +231,6 @@ def _compile(counts: list[int], experts: int, top_k: int, hidden: int, intermedi
             quant_config=quant_config,
         )
 
-    w13 = None
     try:
         w13, w2, quant_config, hidden = _experts(experts, hidden, intermediate)
         forward(counts[0])
