@@ -89,3 +89,17 @@ def test_a_fixed_list_of_other_models_router_shapes_is_emptied_in_every_process(
 def test_a_vllm_that_takes_the_shapes_from_the_model_is_left_alone(tmp_path: Path) -> None:
     # Later releases (0.32) have no fixed list: nothing is added or changed.
     assert run_probe(tmp_path, "M_RANGE = range(1, 17)\n") == ["'absent' range(1, 17)"] * 3
+
+
+def test_the_finder_is_installed_once_when_the_file_also_runs_as_a_package_module(tmp_path: Path) -> None:
+    # At start-up the file runs as `sitecustomize`; vllm_entry (and tools using vLLM's Python API) import it
+    # again as gpt_oss_modal.server._vllm_site.sitecustomize: still one finder on sys.meta_path.
+    command = engine.build_command(DeployConfig(model="20b", gpu="H200"), target="local-gpu")
+    env = lifecycle.engine_env(command, {k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    probe = (
+        "import sys, gpt_oss_modal.server._vllm_site.sitecustomize\n"
+        "print(sum(bool(getattr(f, '_gpt_oss_modal_finder', False)) for f in sys.meta_path))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"

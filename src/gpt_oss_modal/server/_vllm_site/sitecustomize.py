@@ -71,8 +71,6 @@ def _chain():
         path = os.path.join(entry or os.getcwd(), "sitecustomize.py")
         if os.path.abspath(entry or os.getcwd()) == here or not os.path.isfile(path):
             continue
-        import importlib.util
-
         spec = importlib.util.spec_from_file_location("_shadowed_sitecustomize", path)
         if spec and spec.loader:
             spec.loader.exec_module(importlib.util.module_from_spec(spec))
@@ -82,6 +80,10 @@ def _chain():
 class _NoForeignRouterWarmup(importlib.abc.MetaPathFinder):
     """Finds ROUTER_WARMUP_MODULE with the other finders and empties its list of router shapes once the
     module has run, before anything reads it."""
+
+    # Marked, not told by class: this file also runs as a package module (vllm_entry imports it), a second
+    # copy of the class beside the one `sitecustomize` installed.
+    _gpt_oss_modal_finder = True
 
     def find_spec(self, name, path=None, target=None):
         if name != ROUTER_WARMUP_MODULE:
@@ -107,7 +109,7 @@ class _NoForeignRouterWarmup(importlib.abc.MetaPathFinder):
 def skip_foreign_router_warmup():
     """Idempotent; a no-op where the module was imported already (then it is too late to matter)."""
     if ROUTER_WARMUP_MODULE not in sys.modules and not any(
-        isinstance(f, _NoForeignRouterWarmup) for f in sys.meta_path
+        getattr(f, "_gpt_oss_modal_finder", False) for f in sys.meta_path
     ):
         sys.meta_path.insert(0, _NoForeignRouterWarmup())
 
