@@ -160,10 +160,11 @@ def test_local_gpu_command_listens_on_loopback_only() -> None:
 
 
 @pytest.mark.parametrize("target", ["modal", "local-gpu"])
-def test_every_gpu_engine_forks_its_core_and_uses_vllms_sampler(target: str) -> None:
+def test_every_gpu_engine_forks_its_core_uses_vllms_sampler_and_builds_nothing_ahead(target: str) -> None:
     env = build_command(DeployConfig(), target=target).env
     assert env["VLLM_WORKER_MULTIPROC_METHOD"] == "fork"  # no second import of vLLM and torch
     assert env["VLLM_USE_FLASHINFER_SAMPLER"] == "0"  # no nvcc JIT of FlashInfer's sampler at start
+    assert env["HUMMING_DISABLE_PARALLEL_BUILD"] == "1"  # no background g++ for kernels gpt-oss skips
 
 
 def test_the_cpu_engine_keeps_vllms_start_method() -> None:

@@ -59,6 +59,9 @@ COMPILE_CACHE_ENV = {
     "CUTE_DSL_CACHE_DIR": f"{VLLM_CACHE_DIR}/cute-dsl",
     # The driver's cache of PTX it JIT-compiles for a GPU that a wheel has no machine code for.
     "CUDA_CACHE_PATH": f"{VLLM_CACHE_DIR}/cuda-compute-cache",
+    # The humming kernels' builds (a launcher, an NVRTC helper, kernels), made only where they run: with
+    # `--moe-backend humming` among the extra vLLM args.
+    "HUMMING_CACHE_DIR": f"{VLLM_CACHE_DIR}/humming",
 }
 
 # How every GPU engine runs, on Modal and on a local GPU alike (docs/performance.md has the measurements).
@@ -72,6 +75,12 @@ GPU_ENGINE_ENV = {
     # ~20 s less between the API server's config and the engine's first line on an H200. vLLM still spawns
     # where fork is unsafe (CUDA already initialised in the parent: it logs why).
     "VLLM_WORKER_MULTIPROC_METHOD": "fork",
+    # vLLM imports the optional humming kernels (in the lock for other quantisations) while it resolves any
+    # model's config, and humming's import starts two background Python processes that import torch again
+    # and build its launcher with g++: 5.9 CPU-seconds on warm caches, 11.3 in a fresh container, taken from
+    # the cores the start-up runs on. gpt-oss runs humming's kernels only when asked (`--moe-backend
+    # humming`), and humming builds what it needs at first use then; this turns off the builds ahead.
+    "HUMMING_DISABLE_PARALLEL_BUILD": "1",
 }
 
 # The CPU engine's KV cache, in GiB. vLLM's CPU build refuses to start when this does not fit in RAM,
