@@ -10,7 +10,9 @@ dummy weights in /root/model) on one cache root, so every start after the first 
 
 `restart` alternates the arms (A B A B ...), each a warm restart timed to /health with the phases of its
 log (study_v3.PHASES), then 20 requests at concurrency 1 (`vllm bench serve`, 1,024 in / 256 out) for
-TPOT. Arms differ in one thing each:
+TPOT. Every arm runs the product's engine command and environment (`engine.GPU_ENGINE_ENV`) but for what
+it names; the first three keep humming's background builds (`HUMMING_DISABLE_PARALLEL_BUILD=0`), as in
+study v5, where the product's environment did not yet turn them off. Arms differ in one thing each:
 
 - spawn: `VLLM_WORKER_MULTIPROC_METHOD=spawn`, what `vllm serve` sets when the variable is unset;
 - fork: `VLLM_WORKER_MULTIPROC_METHOD=fork`: the engine core is forked from the API server, so it does not
@@ -20,6 +22,10 @@ TPOT. Arms differ in one thing each:
 - product: the environment the product gives every GPU engine (`lifecycle.engine_env`): fork, and the
   fixes every engine process runs at start-up first on PYTHONPATH (`server/_vllm_site`: vLLM 0.26's
   CuTe-DSL router-GEMM warm-up for DeepSeek-family shapes skipped).
+- product-bg-builds: the product with humming's background builds on (`HUMMING_DISABLE_PARALLEL_BUILD=0`,
+  what vLLM does without the product's environment);
+- product-noprof: the product without vLLM's CUDA-graph memory profiling (`skip_graph_profile/`), which
+  captures throw-away graphs before the KV cache is sized.
 
 `cold` primes one cache with the product's MoE kernels, then starts the product's engine on a fresh copy of
 it per run, boot modes alternating (A B, B A, ...): the first container after a deploy, repeated.
@@ -63,11 +69,14 @@ from gpt_oss_modal.server import lifecycle, precompile
 HERE = Path(__file__).resolve().parent
 MODEL = "/root/model"
 DRAFTER = "/root/drafter"  # a config.json of the catalog drafter's shape (dummy weights)
-ARMS = {  # name -> (environment, API server module instead of the CLI, the product's PYTHONPATH)
-    "spawn": ({"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}, False, False),
-    "fork": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork"}, False, False),
-    "fork-direct": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork"}, True, False),
-    "product": ({}, False, True),
+BG_BUILDS = {"HUMMING_DISABLE_PARALLEL_BUILD": "0"}  # vLLM's default, before the product's environment
+ARMS = {  # name -> (environment, API server module instead of the CLI, the product's PYTHONPATH, + dir)
+    "spawn": ({"VLLM_WORKER_MULTIPROC_METHOD": "spawn", **BG_BUILDS}, False, False, None),
+    "fork": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork", **BG_BUILDS}, False, False, None),
+    "fork-direct": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork", **BG_BUILDS}, True, False, None),
+    "product": ({}, False, True, None),
+    "product-bg-builds": (BG_BUILDS, False, True, None),
+    "product-noprof": ({"VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": "0"}, False, True, "skip_graph_profile"),
 }
 
 
@@ -96,7 +105,7 @@ def command(
 ) -> tuple[list[str], dict[str, str]]:
     cfg = deploy_config(port, k, boot)
     cmd = engine.build_command(cfg, target="local-gpu", model_path=MODEL)
-    arm_env, direct, product = ARMS[arm]
+    arm_env, direct, product, site = ARMS[arm]
     argv = list(cmd.argv)
     if k:  # the drafter from DRAFTER, which stands in for the pinned repo (no downloads on the GPU host)
         i = argv.index("--speculative-config") + 1
@@ -111,6 +120,8 @@ def command(
         argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", *argv[2:]]
     src = str(HERE.parent / "src")
     pythonpath = f"{lifecycle.VLLM_SITE_DIR}:{src}" if product else src
+    if site:  # after the product's sitecustomize, which runs the next one on the path
+        pythonpath = pythonpath.replace(":", f":{HERE / site}:", 1)
     return argv, {**BASE_ENV, **cmd.env, **arm_env, "PYTHONPATH": pythonpath, **cache_env(cache)}
 
 
