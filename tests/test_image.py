@@ -176,6 +176,11 @@ def web_function(mod: Any) -> Any:
     return synchronizer._translate_out(synchronizer._translate_in(mod.Server)._class_service_function)
 
 
+def image_spec_install(mod: Any) -> str:
+    """The install line `doctor` prints for the app's image."""
+    return image.image_spec(mod.cfg, env=mod.command.env).to_dict()["install"]
+
+
 def image_facts(mod: Any) -> dict[str, Any]:
     """What the app's image does, read from its layers."""
     fn = web_function(mod)
@@ -224,6 +229,8 @@ def test_the_app_image_installs_the_lock_on_a_base_with_torchs_cuda(load_app, se
     # One install, of the lock file and nothing else, refusing anything without a matching hash.
     [install] = facts["installs"]
     assert "--require-hashes" in install
+    # Byte-compiled at build: no container compiles the modules of vLLM, torch and the rest as it imports them.
+    assert "--compile-bytecode" in install and "--compile-bytecode" in image_spec_install(mod)
     args = install.split(" --requirements ")
     assert len(args) == 2 and args[1] == f"/.uv/0/{lock.path.name}"  # no loose package after it
     assert {Path(p).resolve() for p in facts["context"].values()} == {lock.path}

@@ -170,7 +170,11 @@ class ImageSpec:
                 "platform": self.lock.header.get("platform"),
                 "uv": self.uv_version,
             },
-            "install": f"uv pip install --require-hashes {ONLY_BINARY} --requirements {self.lock.path.name}",
+            # Modal's uv_pip_install always byte-compiles (it adds --compile-bytecode), so no container
+            # compiles the packages' sources as it imports them.
+            "install": (
+                f"uv pip install --compile-bytecode --require-hashes {ONLY_BINARY} --requirements {self.lock.path.name}"
+            ),
             "env": dict(sorted(self.env.items())),
             "package": self.package,
         }
