@@ -76,6 +76,7 @@ PHASES = [
     ("dist_init", r"world_size=1 rank=0"),
     ("attention_backend_chosen", r"attention backend"),
     ("weights_loaded", r"Model loading took"),
+    ("graph_memory_estimated", r"Estimated CUDA graph memory"),
     ("kv_cache_sized", r"GPU KV cache size"),
     ("graphs_captured", r"Graph capturing finished"),
     ("engine_init_done", r"init engine \(profile"),

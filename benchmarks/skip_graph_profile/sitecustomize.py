@@ -35,8 +35,8 @@ class _SkipGraphProfile(importlib.abc.MetaPathFinder):
             run(module)
             runner = getattr(module, "GPUModelRunner", None)
             if runner is not None and hasattr(runner, "profile_cudagraph_memory"):
+                # no line of its own: the log then lacks vLLM's "Profiling CUDA graph memory"
                 runner.profile_cudagraph_memory = lambda self: 0
-                print("skip_graph_profile: CUDA-graph memory profiling off", file=sys.stderr, flush=True)
 
         spec.loader.exec_module = exec_module
         return spec
