@@ -30,6 +30,7 @@ for step in "$@"; do
             nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; command -v uv || echo "no uv" ;;
     setup) bash "$HERE/prepare_host.sh" ;;
     lock) bash "$HERE/install_lock_on_host.sh"
+          python3 "$HERE/study_site/hidden_modules.py" > /root/hidden_modules.txt && cp /root/hidden_modules.txt /root/res/lock/
           python3 -c 'import json; from gpt_oss_modal.deploy import doctor; print(json.dumps(doctor.probe({"head_dim": 64, "num_attention_heads": 64}), indent=1))' \
             | tee /root/res/lock/doctor_probe.json ;;
     sample) (cd "$HERE" && python3 study_v4.py sample --arm "$a" --cache "$b" --out /root/res --deadline "$left") ;;

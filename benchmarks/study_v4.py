@@ -24,8 +24,12 @@ study v5, where the product's environment did not yet turn them off. Arms differ
   CuTe-DSL router-GEMM warm-up for DeepSeek-family shapes skipped).
 - product-bg-builds: the product with humming's background builds on (`HUMMING_DISABLE_PARALLEL_BUILD=0`,
   what vLLM does without the product's environment);
-- product-noprof: the product without vLLM's CUDA-graph memory profiling (`skip_graph_profile/`), which
+- product-noprof: the product without vLLM's CUDA-graph memory profiling (`study_site/`), which
   captures throw-away graphs before the KV cache is sized.
+
+Every arm's engine imports only what the container's lock has, when /root/hidden_modules.txt exists (the
+`lock` step of run_v4.sh writes it): the host's other packages are hidden (`study_site/`; studies v4 and v5
+ran with them visible).
 
 `cold` primes one cache with the product's MoE kernels, then starts the product's engine on a fresh copy of
 it per run, boot modes alternating (A B, B A, ...): the first container after a deploy, repeated.
@@ -70,14 +74,16 @@ HERE = Path(__file__).resolve().parent
 MODEL = "/root/model"
 DRAFTER = "/root/drafter"  # a config.json of the catalog drafter's shape (dummy weights)
 BG_BUILDS = {"HUMMING_DISABLE_PARALLEL_BUILD": "0"}  # vLLM's default, before the product's environment
-ARMS = {  # name -> (environment, API server module instead of the CLI, the product's PYTHONPATH, + dir)
-    "spawn": ({"VLLM_WORKER_MULTIPROC_METHOD": "spawn", **BG_BUILDS}, False, False, None),
-    "fork": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork", **BG_BUILDS}, False, False, None),
-    "fork-direct": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork", **BG_BUILDS}, True, False, None),
-    "product": ({}, False, True, None),
-    "product-bg-builds": (BG_BUILDS, False, True, None),
-    "product-noprof": ({"VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": "0"}, False, True, "skip_graph_profile"),
+ARMS = {  # name -> (environment, API server module instead of the CLI, the product's PYTHONPATH)
+    "spawn": ({"VLLM_WORKER_MULTIPROC_METHOD": "spawn", **BG_BUILDS}, False, False),
+    "fork": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork", **BG_BUILDS}, False, False),
+    "fork-direct": ({"VLLM_WORKER_MULTIPROC_METHOD": "fork", **BG_BUILDS}, True, False),
+    "product": ({}, False, True),
+    "product-bg-builds": (BG_BUILDS, False, True),
+    "product-noprof": ({"VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": "0"}, False, True),
 }
+# Made by the `lock` step of run_v4.sh (study_site/hidden_modules.py): the host's packages beyond the lock.
+HIDDEN_MODULES = Path("/root/hidden_modules.txt")
 
 
 def drafter_config(d: catalog.Drafter, model: catalog.Model) -> dict:
@@ -105,7 +111,7 @@ def command(
 ) -> tuple[list[str], dict[str, str]]:
     cfg = deploy_config(port, k, boot)
     cmd = engine.build_command(cfg, target="local-gpu", model_path=MODEL)
-    arm_env, direct, product, site = ARMS[arm]
+    arm_env, direct, product = ARMS[arm]
     argv = list(cmd.argv)
     if k:  # the drafter from DRAFTER, which stands in for the pinned repo (no downloads on the GPU host)
         i = argv.index("--speculative-config") + 1
@@ -119,10 +125,11 @@ def command(
         assert argv[:2] == ["vllm", "serve"], argv[:3]
         argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", *argv[2:]]
     src = str(HERE.parent / "src")
-    pythonpath = f"{lifecycle.VLLM_SITE_DIR}:{src}" if product else src
-    if site:  # after the product's sitecustomize, which runs the next one on the path
-        pythonpath = pythonpath.replace(":", f":{HERE / site}:", 1)
-    return argv, {**BASE_ENV, **cmd.env, **arm_env, "PYTHONPATH": pythonpath, **cache_env(cache)}
+    # study_site's sitecustomize in every arm: after the product's, which runs the next one on the path
+    site = f"{lifecycle.VLLM_SITE_DIR}:{HERE / 'study_site'}" if product else str(HERE / "study_site")
+    hide = {"STUDY_HIDE_MODULES": str(HIDDEN_MODULES)} if HIDDEN_MODULES.exists() else {}
+    env = {**BASE_ENV, **cmd.env, **arm_env, **hide, "PYTHONPATH": f"{site}:{src}", **cache_env(cache)}
+    return argv, env
 
 
 def one_start(
