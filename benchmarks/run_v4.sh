@@ -31,6 +31,10 @@ for step in "$@"; do
     setup) bash "$HERE/prepare_host.sh" ;;
     lock) bash "$HERE/install_lock_on_host.sh"
           python3 "$HERE/study_site/hidden_modules.py" > /root/hidden_modules.txt && cp /root/hidden_modules.txt /root/res/lock/
+          # the API server's imports with them hidden; on failure no study hides anything (and the log says why)
+          STUDY_HIDE_MODULES=/root/hidden_modules.txt PYTHONPATH="$HERE/study_site:$ROOT/src" \
+            python3 -c 'import vllm.entrypoints.cli.main, vllm.entrypoints.openai.api_server' 2>&1 | tail -3 \
+            && [ "${PIPESTATUS[0]}" = 0 ] || { echo "imports fail with the host's extras hidden"; mv /root/hidden_modules.txt /root/res/lock/hidden_modules.failed; }
           python3 -c 'import json; from gpt_oss_modal.deploy import doctor; print(json.dumps(doctor.probe({"head_dim": 64, "num_attention_heads": 64}), indent=1))' \
             | tee /root/res/lock/doctor_probe.json ;;
     sample) (cd "$HERE" && python3 study_v4.py sample --arm "$a" --cache "$b" --out /root/res --deadline "$left") ;;
