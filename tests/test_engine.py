@@ -167,6 +167,22 @@ def test_every_gpu_engine_forks_its_core_uses_vllms_sampler_and_builds_nothing_a
     assert env["HUMMING_DISABLE_PARALLEL_BUILD"] == "1"  # no background g++ for kernels gpt-oss skips
 
 
+@pytest.mark.parametrize(
+    "extra", [["--moe-backend", "humming"], ["--moe-backend=humming"], ["--seed", "7", "-q", "humming"]]
+)
+def test_an_engine_that_asks_for_humming_keeps_its_parallel_builds(extra: list[str]) -> None:
+    # The switch that stops humming's builds ahead also makes it compile its kernels in one thread.
+    env = build_command(DeployConfig(extra_vllm_args=extra), target="local-gpu").env
+    assert "HUMMING_DISABLE_PARALLEL_BUILD" not in env
+    assert env["VLLM_WORKER_MULTIPROC_METHOD"] == "fork"  # the rest of the GPU environment stays
+
+
+def test_other_extra_args_leave_humming_off() -> None:
+    extra = ["--moe-backend", "marlin", "--quantization", "mxfp4", "--served-model-name=humming"]
+    env = build_command(DeployConfig(extra_vllm_args=extra), target="modal").env
+    assert env["HUMMING_DISABLE_PARALLEL_BUILD"] == "1"
+
+
 def test_the_cpu_engine_keeps_vllms_start_method() -> None:
     # vLLM's CPU platform spawns its engine core whatever the variable says; the fork was measured on GPUs.
     env = build_command(DeployConfig(model="tiny"), target="local-cpu", default_max_model_len=2048).env

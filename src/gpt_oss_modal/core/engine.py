@@ -80,8 +80,24 @@ GPU_ENGINE_ENV = {
     # and build its launcher with g++: 5.9 CPU-seconds on warm caches, 11.3 in a fresh container, taken from
     # the cores the start-up runs on. gpt-oss runs humming's kernels only when asked (`--moe-backend
     # humming`), and humming builds what it needs at first use then; this turns off the builds ahead.
+    # The same switch makes humming compile its kernels in one thread instead of 16, so an engine that
+    # asks for humming goes without it (`uses_humming`).
     "HUMMING_DISABLE_PARALLEL_BUILD": "1",
 }
+HUMMING_BACKEND = "humming"
+
+
+def uses_humming(extra_vllm_args: list[str]) -> bool:
+    """Whether the user's extra vLLM args ask for humming's kernels (--moe-backend or --quantization)."""
+    for i, arg in enumerate(extra_vllm_args):
+        name, _, value = arg.partition("=")
+        if name in ("--moe-backend", "--quantization", "-q"):
+            if not value and i + 1 < len(extra_vllm_args):
+                value = extra_vllm_args[i + 1]
+            if value == HUMMING_BACKEND:
+                return True
+    return False
+
 
 # The CPU engine's KV cache, in GiB. vLLM's CPU build refuses to start when this does not fit in RAM,
 # and the tiny model needs little.
@@ -242,6 +258,8 @@ def build_command(
     env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", CONTEXT_ENV: str(context)}
     if on_gpu:
         env |= GPU_ENGINE_ENV
+        if uses_humming(cfg.extra_vllm_args):
+            del env["HUMMING_DISABLE_PARALLEL_BUILD"]
     if target == "modal":
         env |= {
             "HF_HOME": HF_CACHE_DIR,
