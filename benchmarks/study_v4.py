@@ -247,9 +247,9 @@ def sample(a) -> None:
     extra = {
         "STARTUP_SAMPLES": str(samples),
         "STARTUP_SAMPLE_S": "150",
-        # the sampler's sitecustomize first (an arm's own sitecustomize would not load beside it)
-        "PYTHONPATH": f"{HERE / 'startup_sampler'}:{HERE.parent / 'src'}",
     }
+    # the sampler's sitecustomize first; it runs the arm's own after it
+    extra["PYTHONPATH"] = f"{HERE / 'startup_sampler'}:{command(8390, a.arm, a.cache)[1]['PYTHONPATH']}"
     one_start(d, a.arm, a.cache, 8390, a.deadline_at, c1=False, extra_env=extra)
 
 

@@ -103,3 +103,36 @@ def test_the_finder_is_installed_once_when_the_file_also_runs_as_a_package_modul
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+
+
+def site_dir(root: Path, name: str, body: str) -> Path:
+    d = root / name
+    d.mkdir()
+    (d / "sitecustomize.py").write_text(body)
+    return d
+
+
+def test_the_sitecustomize_it_shadows_still_runs_once(tmp_path: Path) -> None:
+    # Another tool's sitecustomize may sit before the fixes on PYTHONPATH and run them itself (a profiler
+    # does), or after them (a virtualenv's own): the one after runs, once, and the one before never again.
+    command = engine.build_command(DeployConfig(model="20b", gpu="H200"), target="local-gpu")
+    fixes = Path(lifecycle.VLLM_SITE_DIR) / "sitecustomize.py"
+    before = site_dir(
+        tmp_path,
+        "before",
+        "import importlib.util\nprint('before')\n"
+        f"spec = importlib.util.spec_from_file_location('sitecustomize', {str(fixes)!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n",
+    )
+    after = site_dir(tmp_path, "after", "print('after')\n")
+    for path, expected in (
+        ([lifecycle.VLLM_SITE_DIR, str(after)], ["after"]),
+        ([str(before), lifecycle.VLLM_SITE_DIR, str(after)], ["before", "after"]),
+    ):
+        env = lifecycle.engine_env(command, {k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        env["PYTHONPATH"] = os.pathsep.join([*path, *env["PYTHONPATH"].split(os.pathsep)[1:]])
+        out = subprocess.run(
+            [sys.executable, "-c", "pass"], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == expected

@@ -3,9 +3,11 @@
 Put this folder first on PYTHONPATH and set STARTUP_SAMPLES=<dir>: each process (spawned or forked) then
 writes <dir>/<pid>.tsv, one line per 20 ms: seconds since the epoch, the imports in progress on the main
 thread (outermost first, comma-separated, or "-"), and the main thread's six innermost frames. No permissions
-needed (py-spy would need ptrace). Samples stop after STARTUP_SAMPLE_S seconds (default 120).
+needed (py-spy would need ptrace). Samples stop after STARTUP_SAMPLE_S seconds (default 120). Then the next
+sitecustomize on the path runs (the product's, for an arm that has it), so the sampled start is the arm's.
 """
 
+import importlib.util
 import os
 import sys
 import threading
@@ -45,7 +47,18 @@ def _start():
     threading.Thread(target=_loop, args=(threading.main_thread().ident, stop_at), daemon=True).start()
 
 
+def _chain():
+    here = os.path.dirname(os.path.abspath(__file__))
+    for entry in sys.path:
+        path = os.path.join(entry or os.getcwd(), "sitecustomize.py")
+        if os.path.abspath(entry or os.getcwd()) != here and os.path.isfile(path):
+            spec = importlib.util.spec_from_file_location("sitecustomize", path)  # it may chain on
+            spec.loader.exec_module(importlib.util.module_from_spec(spec))
+            return
+
+
 if _DIR:
     os.makedirs(_DIR, exist_ok=True)
     _start()
     os.register_at_fork(after_in_child=_start)
+_chain()

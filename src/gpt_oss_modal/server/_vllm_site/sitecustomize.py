@@ -65,11 +65,12 @@ def apply():
 
 
 def _chain():
-    """Run the next sitecustomize on sys.path (the one this file shadows), if any."""
+    """Run the next sitecustomize after this file's directory on sys.path (the one it shadows), if any."""
     here = os.path.dirname(os.path.abspath(__file__))
-    for entry in sys.path:
-        path = os.path.join(entry or os.getcwd(), "sitecustomize.py")
-        if os.path.abspath(entry or os.getcwd()) == here or not os.path.isfile(path):
+    entries = [os.path.abspath(entry or os.getcwd()) for entry in sys.path]
+    for entry in entries[entries.index(here) + 1 :] if here in entries else entries:
+        path = os.path.join(entry, "sitecustomize.py")
+        if entry == here or not os.path.isfile(path):
             continue
         spec = importlib.util.spec_from_file_location("_shadowed_sitecustomize", path)
         if spec and spec.loader:
