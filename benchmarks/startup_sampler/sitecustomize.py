@@ -48,10 +48,13 @@ def _start():
 
 
 def _chain():
+    """Run the next sitecustomize after this folder on sys.path, if any (never one before it: that one may
+    be what ran this file)."""
     here = os.path.dirname(os.path.abspath(__file__))
-    for entry in sys.path:
-        path = os.path.join(entry or os.getcwd(), "sitecustomize.py")
-        if os.path.abspath(entry or os.getcwd()) != here and os.path.isfile(path):
+    entries = [os.path.abspath(entry or os.getcwd()) for entry in sys.path]
+    for entry in entries[entries.index(here) + 1 :] if here in entries else []:
+        path = os.path.join(entry, "sitecustomize.py")
+        if entry != here and os.path.isfile(path):
             spec = importlib.util.spec_from_file_location("sitecustomize", path)  # it may chain on
             spec.loader.exec_module(importlib.util.module_from_spec(spec))
             return
