@@ -32,7 +32,10 @@ Every arm's engine imports only what the container's lock has, when /root/hidden
 ran with them visible).
 
 `cold` primes one cache with the product's MoE kernels, then starts the product's engine on a fresh copy of
-it per run, boot modes alternating (A B, B A, ...): the first container after a deploy, repeated.
+it per run, boot modes alternating (A B, B A, ...): the first container after a deploy, repeated. Each run
+also lists what the start wrote outside its caches (under /root and /tmp): what a container loses.
+
+Every cache the container keeps on its volume (engine.COMPILE_CACHE_ENV) lives under /root/vc/<cache> here.
 
 `spec` starts the engine once per draft-token count K (0: no drafter) with `speculative = eagle3` and a
 stand-in drafter of the catalog's shape (dummy weights, so nothing is ever accepted: each step yields one
@@ -58,7 +61,6 @@ from study_v3 import (
     BASE_ENV,
     Server,
     bench,
-    cache_env,
     figures,
     phases,
     port_free,
@@ -84,6 +86,47 @@ ARMS = {  # name -> (environment, API server module instead of the CLI, the prod
 }
 # Made by the `lock` step of run_v4.sh (study_site/hidden_modules.py): the host's packages beyond the lock.
 HIDDEN_MODULES = Path("/root/hidden_modules.txt")
+
+
+def cache_env(name: str) -> dict[str, str]:
+    """Every compile cache the container keeps on its vllm-cache volume (engine.COMPILE_CACHE_ENV), under
+    /root/vc/<name> instead: a cold start is cold for all of them, as a new volume would be."""
+    root = f"/root/vc/{name}"
+    return {k: v.replace(engine.VLLM_CACHE_DIR, root, 1) for k, v in engine.COMPILE_CACHE_ENV.items()}
+
+
+# Where a start may write besides its caches: what a container would lose when it stops (and the next one
+# make again). Not counted: the caches, results, transfers, models, installed packages.
+WRITES_UNDER = (Path("/root"), Path("/tmp"))
+NOT_WRITES = (
+    "/root/vc",
+    "/root/res",
+    "/root/st",
+    "/root/lock",
+    "/root/model",
+    "/root/drafter",
+    "/root/took_",
+)
+
+
+def writes_since(t0: float) -> dict[str, list[int]]:
+    """Files modified since t0 under WRITES_UNDER, outside NOT_WRITES: {top-two directories: [files, bytes]}."""
+    found: dict[str, list[int]] = {}
+    for top in WRITES_UNDER:
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = [d for d in dirnames if not f"{dirpath}/{d}".startswith(NOT_WRITES)]
+            for f in filenames:
+                path = os.path.join(dirpath, f)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if st.st_mtime >= t0 and not path.startswith(NOT_WRITES):
+                    key = "/".join(path.split("/")[:4])
+                    entry = found.setdefault(key, [0, 0])
+                    entry[0] += 1
+                    entry[1] += st.st_size
+    return dict(sorted(found.items(), key=lambda kv: -kv[1][1]))
 
 
 def drafter_config(d: catalog.Drafter, model: catalog.Model) -> dict:
@@ -144,6 +187,7 @@ def one_start(
     k: int = 0,
     c_max: bool = False,
     boot: str = "fast",
+    census: bool = False,
 ) -> dict:
     d.mkdir(parents=True, exist_ok=True)
     assert port_free(port), port
@@ -151,6 +195,7 @@ def one_start(
     env |= extra_env or {}
     res = {"arm": arm, "boot": boot, "cache": cache, "cache_was_warm": Path(f"/root/vc/{cache}").exists(),
            "gpu_free_wait_s": wait_gpu_free(), "argv": argv, "env": env}  # fmt: skip
+    t_launch = time.time()
     print(f"=== {time.strftime('%T')} {d.name}: {arm}", flush=True)
     srv = Server(argv, env, d / "server.log", port)
     try:
@@ -166,6 +211,8 @@ def one_start(
             res["c50"] = run_bench(cmd, d, "c50", {})
     finally:
         srv.stop()
+    if census:
+        res["written_outside_caches"] = writes_since(t_launch)
     res["phases"] = phases(srv) | ({"health_200": res["health_s"]} if res.get("health_s") else {})
     res |= figures(srv.text())
     res["start_method_lines"] = [ln for _, ln in srv.lines if "spawn" in ln or "fork" in ln][:10]
@@ -234,9 +281,18 @@ def cold(a) -> None:
         shutil.rmtree(cache, ignore_errors=True)
         shutil.copytree(seed, cache, symlinks=True)
         res = one_start(
-            d0 / f"{i:02d}_{boot}", "product", cache.name, 8500 + i, a.deadline_at, c1=False, boot=boot
+            d0 / f"{i:02d}_{boot}",
+            "product",
+            cache.name,
+            8500 + i,
+            a.deadline_at,
+            c1=False,
+            boot=boot,
+            census=True,
         )
-        summary["runs"].append({k: res.get(k) for k in ("boot", "health_s", "phases")})
+        summary["runs"].append(
+            {k: res.get(k) for k in ("boot", "health_s", "phases", "written_outside_caches")}
+        )
         (d0 / "summary.json").write_text(json.dumps(summary, indent=1))
         shutil.rmtree(cache, ignore_errors=True)
 
