@@ -106,6 +106,7 @@ NOT_WRITES = (
     "/root/model",
     "/root/drafter",
     "/root/took_",
+    "/root/pgids",  # run_v4.sh's list of server process groups
 )
 
 
