@@ -14,7 +14,7 @@ from typing import Literal
 
 from gpt_oss_modal.core import speculative
 from gpt_oss_modal.core.config import SERVED_MODEL_NAME, DeployConfig
-from gpt_oss_modal.core.planner import Plan, require_fit, users_batched_tokens
+from gpt_oss_modal.core.planner import Plan, flag_values, require_fit, users_batched_tokens
 
 Target = Literal["modal", "local-gpu", "local-cpu"]
 
@@ -89,14 +89,7 @@ HUMMING_BACKEND = "humming"
 
 def uses_humming(extra_vllm_args: list[str]) -> bool:
     """Whether the user's extra vLLM args ask for humming's kernels (--moe-backend or --quantization)."""
-    for i, arg in enumerate(extra_vllm_args):
-        name, _, value = arg.partition("=")
-        if name in ("--moe-backend", "--quantization", "-q"):
-            if not value and i + 1 < len(extra_vllm_args):
-                value = extra_vllm_args[i + 1]
-            if value == HUMMING_BACKEND:
-                return True
-    return False
+    return HUMMING_BACKEND in flag_values(extra_vllm_args, "--moe-backend", "--quantization", "-q")
 
 
 # The CPU engine's KV cache, in GiB. vLLM's CPU build refuses to start when this does not fit in RAM,

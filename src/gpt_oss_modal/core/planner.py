@@ -117,19 +117,28 @@ def default_batched_tokens(gpu: catalog.GPU) -> int:
     return 8192 if vllm_vram_gib(gpu)[0] >= BIG_CARD_GIB else 2048
 
 
+def flag_values(args: list[str], *names: str) -> list[str]:
+    """The values given to any of the flags `names` in a vLLM argument list, in order (`--flag value` and
+    `--flag=value` alike)."""
+    values = []
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in names and eq:
+            values.append(value)
+        elif arg in names and i + 1 < len(args):
+            values.append(args[i + 1])
+    return values
+
+
 def users_batched_tokens(args: list[str]) -> int | None:
     """The --max-num-batched-tokens the user put in extra_vllm_args (either spelling), or None."""
-    for i, arg in enumerate(args):
-        value = arg.split("=", 1)[1] if arg.startswith(BATCHED_TOKENS_FLAG + "=") else None
-        if arg == BATCHED_TOKENS_FLAG and i + 1 < len(args):
-            value = args[i + 1]
-        if value is not None:
-            try:
-                return int(value)
-            except ValueError:
-                raise ConfigError(
-                    f"extra_vllm_args: {BATCHED_TOKENS_FLAG} takes a whole number of tokens, not {value!r}"
-                ) from None
+    for value in flag_values(args, BATCHED_TOKENS_FLAG)[:1]:
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(
+                f"extra_vllm_args: {BATCHED_TOKENS_FLAG} takes a whole number of tokens, not {value!r}"
+            ) from None
     return None
 
 
