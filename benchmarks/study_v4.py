@@ -111,7 +111,7 @@ NOT_WRITES = (
 
 
 def writes_since(t0: float) -> dict[str, list[int]]:
-    """Files modified since t0 under WRITES_UNDER, outside NOT_WRITES: {top-two directories: [files, bytes]}."""
+    """Files modified since t0 under WRITES_UNDER, outside NOT_WRITES: {path to the third level: [files, bytes]}."""
     found: dict[str, list[int]] = {}
     for top in WRITES_UNDER:
         for dirpath, dirnames, filenames in os.walk(top):
