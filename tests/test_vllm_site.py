@@ -44,24 +44,34 @@ if __name__ == "__main__":
 """
 
 
-def fake_vllm(root: Path, body: str) -> Path:
-    """A `vllm` package under root with only MODULE, whose source is `body`."""
-    pkg = root / "vllm" / "model_executor" / "warmup"
-    pkg.mkdir(parents=True)
-    for d in (root / "vllm", root / "vllm" / "model_executor", pkg):
-        (d / "__init__.py").write_text("")
-    (pkg / "kernel_warmup.py").write_text(body)
+def fake_modules(root: Path, modules: dict[str, str]) -> Path:
+    """Stand-in modules under root, {dotted name: source}, with every package above them."""
+    for name, body in modules.items():
+        *packages, leaf = name.split(".")
+        d = root
+        for package in packages:
+            d = d / package
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "__init__.py").touch()
+        (d / f"{leaf}.py").write_text(body)
     return root
 
 
-def run_probe(tmp_path: Path, body: str) -> list[str]:
-    """PROBE in a Python started with an engine's environment (build_command's, through the life cycle),
-    with the stand-in vLLM after the engine's own PYTHONPATH entries."""
+def fake_vllm(root: Path, body: str) -> Path:
+    """A `vllm` package under root with only MODULE, whose source is `body`."""
+    return fake_modules(root, {MODULE: body})
+
+
+def run_probe(
+    tmp_path: Path, body: str, probe: str = PROBE, modules: dict[str, str] | None = None
+) -> list[str]:
+    """`probe` in a Python started with an engine's environment (build_command's, through the life cycle),
+    with the stand-in vLLM (MODULE's `body`, or `modules`) after the engine's own PYTHONPATH entries."""
     command = engine.build_command(DeployConfig(model="20b", gpu="H200"), target="local-gpu")
     env = lifecycle.engine_env(command, {k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-    env["PYTHONPATH"] += os.pathsep + str(fake_vllm(tmp_path / "fake", body))
+    env["PYTHONPATH"] += os.pathsep + str(fake_modules(tmp_path / "fake", modules or {MODULE: body}))
     script = tmp_path / "probe.py"
-    script.write_text(PROBE)
+    script.write_text(probe)
     out = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, env=env, check=False, timeout=120
     )
@@ -89,6 +99,37 @@ def test_a_fixed_list_of_other_models_router_shapes_is_emptied_in_every_process(
 def test_a_vllm_that_takes_the_shapes_from_the_model_is_left_alone(tmp_path: Path) -> None:
     # Later releases (0.32) have no fixed list: nothing is added or changed.
     assert run_probe(tmp_path, "M_RANGE = range(1, 17)\n") == ["'absent' range(1, 17)"] * 3
+
+
+# vLLM 0.26's shape: activate() sets up a hook per JIT compiler, TileLang's by importing TileLang.
+JIT_MONITOR = {
+    "vllm.utils.jit_monitor": (
+        "HOOKED = []\n"
+        "def _setup_tilelang_jit_hook():\n    import tilelang\n    HOOKED.append('tilelang')\n"
+        "def _setup_triton_jit_hook():\n    HOOKED.append('triton')\n"
+        "def activate():\n    _setup_triton_jit_hook()\n    _setup_tilelang_jit_hook()\n"
+    ),
+    "tilelang.jit": "",  # a stand-in TileLang: importing it is what the monitor's start costs
+}
+MONITOR_PROBE = """
+import sys
+if sys.argv[1:] == ["model-uses-tilelang"]:
+    import tilelang
+import vllm.utils.jit_monitor as m
+m.activate()
+print(m.HOOKED, "tilelang" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [("gpt-oss", "['triton'] False"), ("model-uses-tilelang", "['triton', 'tilelang'] True")],
+)
+def test_the_jit_monitor_imports_tilelang_only_for_an_engine_that_runs_it(
+    tmp_path: Path, model: str, expected: str
+) -> None:
+    probe = MONITOR_PROBE.replace("sys.argv[1:]", repr([model]))
+    assert run_probe(tmp_path, "", probe=probe, modules=JIT_MONITOR) == [expected]
 
 
 def test_the_finder_is_installed_once_when_the_file_also_runs_as_a_package_module(tmp_path: Path) -> None:

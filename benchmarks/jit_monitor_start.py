@@ -1,0 +1,69 @@
+"""What switching on vLLM's kernel JIT monitor costs at the end of an engine's warm-up, with and without the
+product's engine fixes (`server/_vllm_site`, first on the engine's PYTHONPATH), which leave TileLang
+unimported where no TileLang kernel runs (gpt-oss).
+
+Each run is a fresh interpreter that imports torch, Triton and `vllm.utils.jit_monitor` (on vLLM's CPU
+platform: no GPU needed, the monitor's start is the same), then times `activate()`; the arms alternate.
+
+    python3 benchmarks/jit_monitor_start.py --python /path/to/venv/bin/python --repeats 5
+
+Needs an environment with vLLM's CUDA wheel (0.26: its TileLang and TVM come with it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+SITE = Path(__file__).resolve().parents[1] / "src" / "gpt_oss_modal" / "server" / "_vllm_site"
+PROBE = r"""
+import json, sys, time
+import torch, triton
+from vllm import platforms
+from vllm.platforms.cpu import CpuPlatform
+platforms.current_platform = CpuPlatform()
+from vllm.utils import jit_monitor
+t0 = time.perf_counter()
+jit_monitor.activate(mode="warn")
+print(json.dumps({"activate_s": time.perf_counter() - t0, "tilelang_imported": "tilelang" in sys.modules}))
+"""
+ARMS = ("vLLM as is", "with the product's fixes")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--python", default=sys.executable, help="interpreter of an environment with vLLM")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", type=Path, help="write the runs here as JSON")
+    a = ap.parse_args()
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
+        "HUMMING_DISABLE_PARALLEL_BUILD": "1"
+    }
+    envs = {ARMS[0]: base, ARMS[1]: base | {"PYTHONPATH": str(SITE)}}
+    subprocess.run([a.python, "-c", PROBE], env=base, check=True, capture_output=True)  # page cache
+    runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    for i in range(a.repeats):
+        for arm in ARMS if i % 2 == 0 else ARMS[::-1]:
+            out = subprocess.run(
+                [a.python, "-c", PROBE], env=envs[arm], check=True, capture_output=True, text=True
+            )
+            runs[arm].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"{a.repeats} runs per arm, {os.cpu_count()} cores; medians (min-max)")
+    print("| engine | `jit_monitor.activate()` | TileLang imported |")
+    print("| --- | --- | --- |")
+    for arm, rs in runs.items():
+        xs = [r["activate_s"] for r in rs]
+        imported = sorted({r["tilelang_imported"] for r in rs})
+        print(f"| {arm} | {statistics.median(xs):.2f} s ({min(xs):.2f}-{max(xs):.2f}) | {imported} |")
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps({"python": a.python, "cores": os.cpu_count(), "runs": runs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
