@@ -22,17 +22,15 @@ CUDA toolkit's headers for the launcher build (the container image has both: it 
 
 from __future__ import annotations
 
-import argparse
 import ctypes
-import json
 import os
 import resource
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+import probe_runs
 
 PR_SET_CHILD_SUBREAPER = 36
 ARMS = ("unset, cache empty", "unset, cache warm", "set")
@@ -58,11 +56,9 @@ def run_tree(argv: list[str], env: dict[str, str]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--python", default=sys.executable, help="interpreter of an environment with vLLM")
+    ap = probe_runs.parser(__doc__)
     ap.add_argument("--module", default="humming", help="what to import (a vLLM module that imports humming)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", type=Path, help="write the runs here as JSON")
+    ap.set_defaults(repeats=3)
     a = ap.parse_args()
     ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     argv = [a.python, "-c", f"import {a.module}"]
@@ -85,15 +81,10 @@ def main() -> None:
     print("| HUMMING_DISABLE_PARALLEL_BUILD | importing process | whole tree | CPU, all processes |")
     print("| --- | --- | --- | --- |")
     for arm, rs in runs.items():
-        cells = []
-        for key in ("main_s", "tree_s", "cpu_s"):
-            xs = [r[key] for r in rs]
-            cells.append(f"{statistics.median(xs):.2f} s ({min(xs):.2f}-{max(xs):.2f})")
+        cells = [probe_runs.median_cell([r[key] for r in rs], " s") for key in ("main_s", "tree_s", "cpu_s")]
         print(f"| {arm} | " + " | ".join(cells) + " |")
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"module": a.module, "python": a.python, "cores": os.cpu_count(), "argv": argv}
-        a.out.write_text(json.dumps({"meta": meta, "runs": runs}, indent=1))
+    meta = {"module": a.module, "python": a.python, "cores": os.cpu_count(), "argv": argv}
+    probe_runs.write(a.out, {"meta": meta, "runs": runs})
 
 
 if __name__ == "__main__":

@@ -14,13 +14,9 @@ wheel's).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import statistics
-import subprocess
-import sys
-from pathlib import Path
+
+import probe_runs
 
 # Runs in the measured interpreter: argv[1] is "cli" or "module"; prints one JSON line.
 PROBE = r"""
@@ -55,33 +51,19 @@ ARMS = ("cli", "module")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--python", default=sys.executable, help="interpreter of an environment with vLLM")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", type=Path, help="write the runs here as JSON")
-    a = ap.parse_args()
+    a = probe_runs.parser(__doc__).parse_args()
     env = os.environ | {"HUMMING_DISABLE_PARALLEL_BUILD": "1"}  # as in the product's engine
-    subprocess.run([a.python, "-c", PROBE, "module"], env=env, check=True, capture_output=True)  # page cache
-    runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
-    for i in range(a.repeats):
-        for arm in ARMS if i % 2 == 0 else ARMS[::-1]:
-            out = subprocess.run(
-                [a.python, "-c", PROBE, arm], env=env, check=True, capture_output=True, text=True
-            )
-            runs[arm].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    runs = probe_runs.alternating({arm: ([a.python, "-c", PROBE, arm], env) for arm in ARMS}, a.repeats)
     print(f"{a.repeats} runs per arm, {os.cpu_count()} cores; medians (min-max), seconds")
     print("| entry point | import vLLM | the entry point's modules | argument parsers | total |")
     print("| --- | --- | --- | --- | --- |")
     names = {"cli": "`vllm serve`", "module": "`python -m vllm.entrypoints.openai.api_server`"}
     for arm, rs in runs.items():
-        cells = []
-        for key in ("vllm_s", "entry_imports_s", "parsers_s", "total_s"):
-            xs = [r[key] for r in rs]
-            cells.append(f"{statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})")
-        print(f"| {names[arm]} | " + " | ".join(cells) + " |")
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps({"python": a.python, "cores": os.cpu_count(), "runs": runs}, indent=1))
+        keys = ("vllm_s", "entry_imports_s", "parsers_s", "total_s")
+        print(
+            f"| {names[arm]} | " + " | ".join(probe_runs.median_cell([r[k] for r in rs]) for k in keys) + " |"
+        )
+    probe_runs.write(a.out, {"python": a.python, "cores": os.cpu_count(), "runs": runs})
 
 
 if __name__ == "__main__":

@@ -12,13 +12,10 @@ Needs an environment with vLLM's CUDA wheel (0.26: its TileLang and TVM come wit
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import statistics
-import subprocess
-import sys
 from pathlib import Path
+
+import probe_runs
 
 SITE = Path(__file__).resolve().parents[1] / "src" / "gpt_oss_modal" / "server" / "_vllm_site"
 PROBE = r"""
@@ -36,33 +33,19 @@ ARMS = ("vLLM as is", "with the product's fixes")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--python", default=sys.executable, help="interpreter of an environment with vLLM")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", type=Path, help="write the runs here as JSON")
-    a = ap.parse_args()
+    a = probe_runs.parser(__doc__).parse_args()
     base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
         "HUMMING_DISABLE_PARALLEL_BUILD": "1"
     }
     envs = {ARMS[0]: base, ARMS[1]: base | {"PYTHONPATH": str(SITE)}}
-    subprocess.run([a.python, "-c", PROBE], env=base, check=True, capture_output=True)  # page cache
-    runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
-    for i in range(a.repeats):
-        for arm in ARMS if i % 2 == 0 else ARMS[::-1]:
-            out = subprocess.run(
-                [a.python, "-c", PROBE], env=envs[arm], check=True, capture_output=True, text=True
-            )
-            runs[arm].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    runs = probe_runs.alternating({arm: ([a.python, "-c", PROBE], envs[arm]) for arm in ARMS}, a.repeats)
     print(f"{a.repeats} runs per arm, {os.cpu_count()} cores; medians (min-max)")
     print("| engine | `jit_monitor.activate()` | TileLang imported |")
     print("| --- | --- | --- |")
     for arm, rs in runs.items():
-        xs = [r["activate_s"] for r in rs]
         imported = sorted({r["tilelang_imported"] for r in rs})
-        print(f"| {arm} | {statistics.median(xs):.2f} s ({min(xs):.2f}-{max(xs):.2f}) | {imported} |")
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps({"python": a.python, "cores": os.cpu_count(), "runs": runs}, indent=1))
+        print(f"| {arm} | {probe_runs.median_cell([r['activate_s'] for r in rs], ' s')} | {imported} |")
+    probe_runs.write(a.out, {"python": a.python, "cores": os.cpu_count(), "runs": runs})
 
 
 if __name__ == "__main__":
