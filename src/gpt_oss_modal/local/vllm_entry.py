@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
+from gpt_oss_modal.server._vllm_site import SITE_DIR
 from gpt_oss_modal.server._vllm_site import sitecustomize as _site
-
-SITE_DIR = str(Path(_site.__file__).resolve().parent)
 
 CPU_WHEEL = _site.apply()
 if CPU_WHEEL:

@@ -40,6 +40,10 @@ from gpt_oss_modal.core.config import DeployConfig
 from gpt_oss_modal.core.engine import EngineCommand
 from gpt_oss_modal.server import auth
 
+# First on every engine's PYTHONPATH: its sitecustomize fixes vLLM in each process (the package's own
+# import runs none of them; they do not belong in this process).
+from gpt_oss_modal.server._vllm_site import SITE_DIR as VLLM_SITE_DIR
+
 Log = Callable[[str], None]
 
 
@@ -75,10 +79,6 @@ class Budget:
         """The longest the start-up path (pre-snapshot hook, or the web function's body) can take."""
         return self.ready + self.warm_up + self.sleep
 
-
-# Put first on every engine's PYTHONPATH: its sitecustomize fixes vLLM in each process (not imported here,
-# where those fixes do not belong).
-VLLM_SITE_DIR = str(Path(__file__).resolve().parent / "_vllm_site")
 
 WARM_UP_MAX_S = 120.0  # a warm-up compiles a few kernels: a minute at most on a GPU
 SLEEP_MAX_S = 180.0  # level 1 copies the weights to pinned host RAM: 10 s for 20b on an H200
