@@ -177,3 +177,36 @@ def test_the_sitecustomize_it_shadows_still_runs_once(tmp_path: Path) -> None:
         )
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == expected
+
+
+# vLLM 0.26's shape: the chat server warms up the Jinja chat template; its renderer says whether the model's
+# prompts are built with harmony instead (gpt-oss). 0.32 moved `warmup` onto the renderer itself.
+CHAT_SERVERS = {
+    "vllm.entrypoints.openai.chat_completion.serving": (
+        "WARMED = []\n"
+        "class OnlineRenderer:\n    def __init__(self, harmony):\n        self.use_harmony = harmony\n"
+        "class OpenAIServingChat:\n"
+        "    def __init__(self, harmony):\n        self.online_renderer = OnlineRenderer(harmony)\n"
+        "    def warmup(self):\n        WARMED.append(type(self).__name__)\n"
+        "class OpenAIServingChatBatch(OpenAIServingChat):\n    pass\n"
+    ),
+    "vllm.renderers.online_renderer": (
+        "WARMED = []\n"
+        "class OnlineRenderer:\n    def __init__(self, harmony):\n        self.use_harmony = harmony\n"
+        "    def warmup(self):\n        WARMED.append('renderer')\n"
+    ),
+}
+CHAT_PROBE = """
+from vllm.entrypoints.openai.chat_completion import serving
+from vllm.renderers import online_renderer
+for harmony in (True, False):
+    serving.OpenAIServingChat(harmony).warmup()
+    serving.OpenAIServingChatBatch(harmony).warmup()
+    online_renderer.OnlineRenderer(harmony).warmup()
+print(serving.WARMED, online_renderer.WARMED)
+"""
+
+
+def test_the_chat_template_warm_up_is_skipped_only_for_a_harmony_model(tmp_path: Path) -> None:
+    got = run_probe(tmp_path, "", probe=CHAT_PROBE, modules=CHAT_SERVERS)
+    assert got == ["['OpenAIServingChat', 'OpenAIServingChatBatch'] ['renderer']"]

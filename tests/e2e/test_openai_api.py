@@ -8,8 +8,10 @@ serving path (harmony rendering and parsing, the reasoning and tool parsers, str
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -338,3 +340,25 @@ def test_modal_runs_smoke_test_passes_against_the_local_server(server) -> None:
     assert result.stream_text.strip() == tiny.FINAL_TEXT
     assert result.finish_reason == result.stream_finish_reason == "stop"
     assert result.completion_tokens == result.stream_completion_tokens == len(script("final").tokens)
+
+
+# --- what the API server renders before it serves ---------------------------------------------------------
+
+SERVING = "Starting vLLM server on"
+TEMPLATE_RENDERED = "Detected the chat template content format"  # vLLM logs it on a first Jinja render
+
+
+def test_the_jinja_chat_template_is_rendered_only_when_a_route_asks_for_it(server) -> None:
+    # vLLM renders a chat through the Jinja template before it serves; gpt-oss's chat and Responses requests
+    # are built with harmony, so the engine fixes (server/_vllm_site) skip that. /tokenize with messages
+    # still renders the template, at its first request.
+    log = server.log_path.read_text()
+    assert SERVING in log
+    assert TEMPLATE_RENDERED not in log.split(SERVING)[0]
+    r = httpx.post(server.url + "/tokenize", json={"model": "llm", "messages": HELLO}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert "Hello!" in tk.harmony_encoding().decode(r.json()["tokens"])
+    deadline = time.monotonic() + 30  # the log is written by a reader thread: a bound, not a measurement
+    while TEMPLATE_RENDERED not in server.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert TEMPLATE_RENDERED in server.log_path.read_text().split(SERVING, 1)[1]

