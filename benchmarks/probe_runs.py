@@ -1,5 +1,6 @@
-"""Shared by the CPU-side start-up benchmarks (`entry_imports.py`, `jit_monitor_start.py`): their
-command line, the arms run alternately in fresh interpreters, and the medians they print."""
+"""Shared by the CPU-side start-up benchmarks (`entry_imports.py`, `background_builds.py`,
+`jit_monitor_start.py`, `chat_template_warmup.py`): their command line, the arms run alternately in fresh
+interpreters, and the medians they print."""
 
 from __future__ import annotations
 

@@ -19,9 +19,10 @@ study v5, where the product's environment did not yet turn them off. Arms differ
   import vLLM and torch a second time;
 - fork-direct: fork, and `python -m vllm.entrypoints.openai.api_server` instead of the `vllm serve` CLI
   (which imports every subcommand: bench, run-batch, ...);
-- product: the environment the product gives every GPU engine (`lifecycle.engine_env`): fork, and the
-  fixes every engine process runs at start-up first on PYTHONPATH (`server/_vllm_site`: vLLM 0.26's
-  CuTe-DSL router-GEMM warm-up for DeepSeek-family shapes skipped).
+- product: the environment the product gives every GPU engine (`lifecycle.engine_env`): fork, humming's
+  background builds off, and the fixes every engine process runs at start-up first on PYTHONPATH
+  (`server/_vllm_site`: vLLM 0.26's CuTe-DSL router-GEMM warm-up for DeepSeek-family shapes, TileLang in
+  the JIT monitor and the Jinja chat-template warm-up skipped).
 - product-bg-builds: the product with humming's background builds on (`HUMMING_DISABLE_PARALLEL_BUILD=0`,
   what vLLM does without the product's environment);
 - product-noprof: the product without vLLM's CUDA-graph memory profiling (`study_site/`), which
