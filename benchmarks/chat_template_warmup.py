@@ -16,11 +16,9 @@ Needs an environment with vLLM 0.26's CUDA wheel (the image's).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import probe_runs
 
-SITE = Path(__file__).resolve().parents[1] / "src" / "gpt_oss_modal" / "server" / "_vllm_site"
 PROBE = r"""
 import json, sys, time, types
 from vllm import platforms
@@ -39,25 +37,18 @@ t0 = time.perf_counter()
 OpenAIServingChat.warmup(chat)
 print(json.dumps({"warmup_s": time.perf_counter() - t0, "harmony": harmony}))
 """
-ARMS = ("vLLM as is", "with the product's fixes")
 
 
 def main() -> None:
     ap = probe_runs.parser(__doc__)
     ap.add_argument("--model", required=True, help="a directory with the model's config.json and tokenizer")
     a = ap.parse_args()
-    base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
-        "HUMMING_DISABLE_PARALLEL_BUILD": "1"
-    }
-    envs = {ARMS[0]: base, ARMS[1]: base | {"PYTHONPATH": str(SITE)}}
+    envs = probe_runs.fixes_envs()
     argv = [a.python, "-c", PROBE, a.model]
-    runs = probe_runs.alternating({arm: (argv, envs[arm]) for arm in ARMS}, a.repeats)
-    print(f"{a.repeats} runs per arm, {os.cpu_count()} cores; medians (min-max)")
-    print("| API server | chat-template warm-up | harmony model |")
-    print("| --- | --- | --- |")
-    for arm, rs in runs.items():
-        harmony = sorted({r["harmony"] for r in rs})
-        print(f"| {arm} | {probe_runs.median_cell([r['warmup_s'] for r in rs], ' s')} | {harmony} |")
+    runs = probe_runs.alternating({arm: (argv, env) for arm, env in envs.items()}, a.repeats)
+    probe_runs.print_table(
+        runs, ("API server", "chat-template warm-up", "harmony model"), "warmup_s", "harmony"
+    )
     probe_runs.write(a.out, {"python": a.python, "model": a.model, "cores": os.cpu_count(), "runs": runs})
 
 

@@ -13,11 +13,9 @@ Needs an environment with vLLM's CUDA wheel (0.26: its TileLang and TVM come wit
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import probe_runs
 
-SITE = Path(__file__).resolve().parents[1] / "src" / "gpt_oss_modal" / "server" / "_vllm_site"
 PROBE = r"""
 import json, sys, time
 import torch, triton
@@ -29,22 +27,16 @@ t0 = time.perf_counter()
 jit_monitor.activate(mode="warn")
 print(json.dumps({"activate_s": time.perf_counter() - t0, "tilelang_imported": "tilelang" in sys.modules}))
 """
-ARMS = ("vLLM as is", "with the product's fixes")
 
 
 def main() -> None:
     a = probe_runs.parser(__doc__).parse_args()
-    base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
-        "HUMMING_DISABLE_PARALLEL_BUILD": "1"
-    }
-    envs = {ARMS[0]: base, ARMS[1]: base | {"PYTHONPATH": str(SITE)}}
-    runs = probe_runs.alternating({arm: ([a.python, "-c", PROBE], envs[arm]) for arm in ARMS}, a.repeats)
-    print(f"{a.repeats} runs per arm, {os.cpu_count()} cores; medians (min-max)")
-    print("| engine | `jit_monitor.activate()` | TileLang imported |")
-    print("| --- | --- | --- |")
-    for arm, rs in runs.items():
-        imported = sorted({r["tilelang_imported"] for r in rs})
-        print(f"| {arm} | {probe_runs.median_cell([r['activate_s'] for r in rs], ' s')} | {imported} |")
+    envs = probe_runs.fixes_envs()
+    runs = probe_runs.alternating(
+        {arm: ([a.python, "-c", PROBE], env) for arm, env in envs.items()}, a.repeats
+    )
+    head = ("engine", "`jit_monitor.activate()`", "TileLang imported")
+    probe_runs.print_table(runs, head, "activate_s", "tilelang_imported")
     probe_runs.write(a.out, {"python": a.python, "cores": os.cpu_count(), "runs": runs})
 
 

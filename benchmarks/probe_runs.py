@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+# The product's engine fixes: first on every engine's PYTHONPATH (lifecycle.engine_env).
+SITE = Path(__file__).resolve().parents[1] / "src" / "gpt_oss_modal" / "server" / "_vllm_site"
+FIXES_ARMS = ("vLLM as is", "with the product's fixes")
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
@@ -18,6 +23,15 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, help="write the runs here as JSON")
     return ap
+
+
+def fixes_envs() -> dict[str, dict[str, str]]:
+    """FIXES_ARMS' environments: this one without PYTHONPATH, then with only the fixes on it; humming's
+    background builds off in both, as in the product's engine."""
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
+        "HUMMING_DISABLE_PARALLEL_BUILD": "1"
+    }
+    return {FIXES_ARMS[0]: base, FIXES_ARMS[1]: base | {"PYTHONPATH": str(SITE)}}
 
 
 def alternating(arms: dict[str, tuple[list[str], dict[str, str]]], repeats: int) -> dict[str, list[dict]]:
@@ -37,6 +51,18 @@ def alternating(arms: dict[str, tuple[list[str], dict[str, str]]], repeats: int)
 
 def median_cell(xs: list[float], unit: str = "") -> str:
     return f"{statistics.median(xs):.2f}{unit} ({min(xs):.2f}-{max(xs):.2f})"
+
+
+def print_table(runs: dict[str, list[dict]], head: tuple[str, str, str], seconds: str, seen: str) -> None:
+    """A Markdown table of the arms: the median (min-max) of each arm's `seconds` key, and the values its
+    `seen` key took; `head` names the three columns."""
+    repeats = len(next(iter(runs.values())))
+    print(f"{repeats} runs per arm, {os.cpu_count()} cores; medians (min-max)")
+    print("| " + " | ".join(head) + " |")
+    print("| --- | --- | --- |")
+    for arm, rs in runs.items():
+        values = sorted({r[seen] for r in rs})
+        print(f"| {arm} | {median_cell([r[seconds] for r in rs], ' s')} | {values} |")
 
 
 def write(path: Path | None, record: dict) -> None:
