@@ -30,8 +30,6 @@ import contextlib
 import math
 import multiprocessing
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +41,7 @@ from gpt_oss_modal import files
 from gpt_oss_modal.core import catalog
 from gpt_oss_modal.core.config import DeployConfig
 from gpt_oss_modal.core.planner import Plan, moe_token_counts, plan
+from gpt_oss_modal.server import oneshot
 
 MAX_WORKERS = 8  # on an H200 (16 cores) 8 workers took 96 s; beyond that the compiler's CPU work is the limit
 # GPU memory per worker: its CUDA context (~0.5 GiB), one MoE layer's MXFP4 experts (0.4 GiB for 20b's 32,
@@ -336,26 +335,10 @@ def prime(kernels: MoeKernels, env: Mapping[str, str], log: Log, *, timeout: flo
         log(f"MoE kernels already in the cache ({marker})")
         return True
     argv = [sys.executable, "-m", __name__, *kernels.args(), "--marker", str(marker)]
-    # A session of its own: on timeout the workers go with it.
-    proc = subprocess.Popen(
-        argv,
-        env=dict(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    lines = oneshot.collect(
+        oneshot.launch(argv, env), timeout, log, "precompile", "the rest compiles on first use"
     )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        log(f"precompile: stopped after {timeout:.0f} s; the rest compiles on first use")
-        return False
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    if proc.returncode:
-        log(f"precompile failed (exit code {proc.returncode}): {' | '.join(lines[-3:])[-400:]}")
+    if lines is None:
         return False
     for line in lines:
         log(line)
