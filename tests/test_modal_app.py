@@ -304,7 +304,11 @@ def test_the_weights_download_is_a_cpu_function_on_the_hf_volume(load_app) -> No
     info = mod.download_weights.info()
     assert fn._spec.gpus is None and info.gpus == []  # no GPU billed while the weights download
     assert (fn._spec.cpu, fn._spec.memory) == (weights.CPU, weights.MEMORY_MIB)
-    assert {path: v.name for path, v in info.volumes.items()} == {engine.HF_CACHE_DIR: "huggingface-cache"}
+    # The vllm-cache volume too: vLLM's model inspection is cached there meanwhile (server.model_info).
+    assert {path: v.name for path, v in info.volumes.items()} == {
+        engine.HF_CACHE_DIR: "huggingface-cache",
+        engine.VLLM_CACHE_DIR: "vllm-cache",
+    }
     assert info.timeout == weights.TIMEOUT_S
     assert info.secrets == [
         "Secret.from_dict([GPT_OSS_CONFIG_JSON])",

@@ -578,8 +578,9 @@ def download(loaded: LoadedConfig) -> None:
     """Download the model's pinned revision into the huggingface-cache volume, on a CPU.
 
     Only the files vLLM loads, with progress in the log; returns at once when the volume has them, and
-    resumes a download cut short. `deploy` and `run` do this first by themselves when the volume lacks
-    the revision, so that no GPU waits for the download.
+    resumes a download cut short. Meanwhile vLLM inspects the model's class and caches the answer in the
+    vllm-cache volume, which a first GPU container would otherwise do in its start-up. `deploy` and `run`
+    do this first by themselves when the volume lacks the revision, so that no GPU waits for the download.
     """
     from gpt_oss_modal.deploy import modal_ops
 

@@ -22,7 +22,7 @@ from gpt_oss_modal.core import engine, resources
 from gpt_oss_modal.core.config import CONFIG_JSON_ENV, ConfigError, load_config
 from gpt_oss_modal.deploy import doctor, modal_ops, precheck, weights
 from gpt_oss_modal.deploy.image import build_image, image_spec
-from gpt_oss_modal.server import guards, lifecycle, precompile, warmup
+from gpt_oss_modal.server import guards, lifecycle, model_info, precompile, warmup
 
 MINUTES = 60  # seconds
 
@@ -119,22 +119,28 @@ app = modal.App(cfg.app_name, include_source=False)
 # there is nothing to do (`gpt_oss_modal.deploy.weights`). `deploy` and `run` call it when the pinned
 # revision is missing, `gpt-oss-modal download` by hand. A plain `modal deploy` of this file does not: the
 # first GPU container then downloads, and the default startup timeout has room for that.
+#
+# Meanwhile the same vLLM inspects the model's class and caches the answer on the vllm-cache volume, which
+# the first GPU container would otherwise do in its start-up (`gpt_oss_modal.server.model_info`).
 
 
 @app.function(
     image=image,
     cpu=weights.CPU,
     memory=weights.MEMORY_MIB,
-    volumes={engine.HF_CACHE.mount: hf_cache},
+    volumes=volumes,
     secrets=[config_secret, *hf_secrets],
     timeout=weights.TIMEOUT_S,
     region=cfg.region,
 )
 def download_weights() -> str:
+    inspecting = model_info.start(lifecycle.engine_env(command, os.environ))  # its VLLM_CACHE_ROOT
     fetched = [
         weights.download(repo, revision, Path(engine.HF_CACHE.mount), commit=hf_cache.commit)
         for repo, revision in weights.repos(cfg)  # the model, and its drafter with `speculative` on
     ]
+    if model_info.finish(inspecting, lifecycle.log):
+        vllm_cache.commit()
     return "\n".join(f.summary() for f in fetched)
 
 
