@@ -32,9 +32,10 @@ Every arm's engine imports only what the container's lock has, when /root/hidden
 `lock` step of run_v4.sh writes it): the host's other packages are hidden (`study_site/`; studies v4 and v5
 ran with them visible).
 
-`cold` primes one cache with the product's MoE kernels, then starts the product's engine on a fresh copy of
-it per run, boot modes alternating (A B, B A, ...): the first container after a deploy, repeated. Each run
-also lists what the start wrote outside its caches (under /root and /tmp): what a container loses.
+`cold` fills one cache as `deploy` does before the first container (the product's MoE kernels, vLLM's model
+inspection), then starts the product's engine on a fresh copy of it per run, boot modes alternating (A B,
+B A, ...): the first container after a deploy, repeated. Each run also lists what the start wrote outside
+its caches (under /root and /tmp): what a container loses.
 
 Every cache the container keeps on its volume (engine.COMPILE_CACHE_ENV) lives under /root/vc/<cache> here.
 
@@ -71,7 +72,7 @@ from study_v3 import (
 
 from gpt_oss_modal.core import catalog, engine
 from gpt_oss_modal.core.config import DeployConfig
-from gpt_oss_modal.server import lifecycle, precompile
+from gpt_oss_modal.server import lifecycle, model_info, precompile
 
 HERE = Path(__file__).resolve().parent
 MODEL = "/root/model"
@@ -263,15 +264,20 @@ def spec(a) -> None:
 
 def cold(a) -> None:
     """Cold first starts of the product's engine, boot modes in alternating order (A B, B A, ...), each on a
-    fresh copy of a cache that holds only the product's MoE priming: what the first container after a
-    deploy starts on. Timed to /health."""
+    fresh copy of a cache that holds only what `deploy` fills before the first container: the MoE priming
+    (the GPU function) and vLLM's model inspection (beside the weights download). Timed to /health."""
     seed = Path(f"/root/vc/prime-{a.cache}")
     if not seed.exists():
         t = time.monotonic()
+        inspecting = model_info.start(command(8500, "product", seed.name)[1])
         kernels = precompile.moe_kernels_for(deploy_config(8500))
         lines: list[str] = []
         primed = precompile.prime(kernels, {**os.environ, **cache_env(seed.name)}, lines.append)
-        print(f"  primed {primed} in {time.monotonic() - t:.1f} s: {lines[-1:]}", flush=True)
+        inspected = model_info.finish(inspecting, lines.append)
+        print(
+            f"  primed {primed}, inspected {inspected} in {time.monotonic() - t:.1f} s: {lines[-2:]}",
+            flush=True,
+        )
     d0 = a.out / f"cold_{a.cache}"
     summary = {"runs": []}
     order = [b for i in range(a.repeats) for b in (a.boots if i % 2 == 0 else a.boots[::-1])]
