@@ -28,10 +28,9 @@ def test_the_answer_vllm_caches_is_the_one_its_api_server_then_reads(tmp_path: P
     env = modal_env(tmp_path / "vllm")
     logged: list[str] = []
     assert model_info.finish(model_info.start(env), logged.append)
-    assert logged == [f"vLLM's model info for GptOssForCausalLM cached in {tmp_path / 'vllm' / 'modelinfos'}"]
-    assert [p.name for p in (tmp_path / "vllm" / "modelinfos").iterdir()] == [
-        "vllm-model_executor-models-gpt_oss-GptOssForCausalLM.json"
-    ]
+    cached = tmp_path / "vllm" / "modelinfos" / "vllm-model_executor-models-gpt_oss-GptOssForCausalLM.json"
+    assert logged == [f"vLLM's model info for GptOssForCausalLM cached: {cached}"]
+    assert list(cached.parent.iterdir()) == [cached]
     # What the API server does at start-up, after: the registry answers from the cache, in no subprocess
     # of its own (and with an empty cache, in one).
     probe = (

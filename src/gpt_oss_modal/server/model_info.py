@@ -14,10 +14,10 @@ then `finish`).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from gpt_oss_modal.server import oneshot
 
@@ -26,18 +26,24 @@ ARCHITECTURE = "GptOssForCausalLM"  # gpt-oss-20b's, gpt-oss-120b's and the tiny
 TIMEOUT_S = 300.0
 
 
-def inspect(architecture: str) -> str:
-    """vLLM's own inspection of `architecture`, which caches its answer; where it is cached. LookupError
-    where this vLLM does not register the architecture as a lazily imported class (nothing to cache)."""
+def inspect(architecture: str) -> Path:
+    """vLLM's own inspection of `architecture`, which caches its answer; the file it cached it in.
+    LookupError where this vLLM does not register the architecture as a lazily imported class, or cached
+    nothing (vLLM logs why)."""
+    import vllm.envs
     from vllm.model_executor.models.registry import ModelRegistry
 
     model = getattr(ModelRegistry, "models", {}).get(architecture)
     if not callable(getattr(model, "inspect_model_cls", None)):
         raise LookupError(f"this vLLM's model registry has no lazily imported {architecture}")
     model.inspect_model_cls()
-    import vllm.envs
-
-    return os.path.join(vllm.envs.VLLM_CACHE_ROOT, "modelinfos")
+    # vLLM names the file after the model's module and class: vllm-model_executor-models-gpt_oss-<class>.json
+    cached = sorted(Path(vllm.envs.VLLM_CACHE_ROOT, "modelinfos").glob(f"*-{architecture}.json"))
+    if not cached:
+        raise LookupError(
+            f"vLLM inspected {architecture} but cached nothing under {vllm.envs.VLLM_CACHE_ROOT}"
+        )
+    return cached[0]
 
 
 def start(env: Mapping[str, str], architecture: str = ARCHITECTURE) -> subprocess.Popen[str]:
@@ -56,7 +62,7 @@ def finish(proc: subprocess.Popen[str], log: oneshot.Log, *, timeout: float = TI
 
 def main(argv: list[str] | None = None) -> int:
     (architecture,) = argv if argv is not None else sys.argv[1:]
-    print(f"vLLM's model info for {architecture} cached in {inspect(architecture)}", flush=True)
+    print(f"vLLM's model info for {architecture} cached: {inspect(architecture)}", flush=True)
     return 0
 
 
