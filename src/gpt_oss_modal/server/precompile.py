@@ -32,7 +32,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,7 @@ from gpt_oss_modal.core import catalog
 from gpt_oss_modal.core.config import DeployConfig
 from gpt_oss_modal.core.planner import Plan, moe_token_counts, plan
 from gpt_oss_modal.server import oneshot
+from gpt_oss_modal.server.oneshot import Log
 
 MAX_WORKERS = 8  # on an H200 (16 cores) 8 workers took 96 s; beyond that the compiler's CPU work is the limit
 # GPU memory per worker: its CUDA context (~0.5 GiB), one MoE layer's MXFP4 experts (0.4 GiB for 20b's 32,
@@ -321,8 +322,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # --- from a caller: once per cache ----------------------------------------------------------------------
-
-Log = Callable[[str], None]
 
 
 def prime(kernels: MoeKernels, env: Mapping[str, str], log: Log, *, timeout: float = PRIME_TIMEOUT_S) -> bool:
