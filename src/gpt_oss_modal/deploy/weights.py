@@ -42,7 +42,9 @@ MARKER_DIR = "gpt-oss-modal"  # in the volume, beside Hugging Face's own `hub/`
 PROGRESS_EVERY_S = 15.0
 
 # The download function's container: a few cores for hf_xet's parallel transfers and hashing, and memory for
-# its buffers; about $0.25 an hour at Modal's list prices (catalog), so a 20b download costs cents.
+# its buffers and for vLLM's model inspection beside it (server.model_info: two Python processes of ~0.9 GiB
+# each, ~20 s on 2 cores); about $0.25 an hour at Modal's list prices (catalog), so a 20b download costs
+# cents.
 CPU = 4.0
 MEMORY_MIB = 8 * 1024
 # Long enough for 120b at a quarter of the startup timeout's assumed rate; a download cut short resumes on
