@@ -6,8 +6,8 @@
 
 restart: seconds after launch at which each phase of the start ended, per arm and run, `/health` and c=1
 TPOT, then each arm's mean time to `/health` against the baseline arm's (the issue's ratio) and its TPOT.
-cold: each boot mode's times to `/health` in run order, mean and spread, and the ratio of each later mode
-to the first within each pair. spec: median TPOT per draft-token count K at one stream and at max_inputs,
+cold: each boot mode's times to `/health` in run order, mean and spread, the ratio of each later mode to
+the first within each pair, and the phases of every run. spec: median TPOT per draft-token count K at one stream and at max_inputs,
 in decode steps (K = 0).
 """
 
@@ -38,14 +38,19 @@ def tpot(run: dict, level: str = "c1") -> float | None:
     return (run.get(level) or {}).get("median_tpot_ms")
 
 
-def restart(runs: list[dict], baseline: str) -> None:
-    arms = by_key(runs, "arm")
-    print("| phase (ends at, s) | " + " | ".join(f"`{arm}`" for arm in arms) + " |")
-    print("| --- |" + " --- |" * len(arms))
+def phase_table(groups: dict[str, list[dict]]) -> None:
+    """Seconds after launch at which each phase ended, a column per group, a value per run."""
+    print("| phase (ends at, s) | " + " | ".join(f"`{name}`" for name in groups) + " |")
+    print("| --- |" + " --- |" * len(groups))
     for phase in PHASE_NAMES:
-        row = [cell([r["phases"].get(phase) for r in rs]) for rs in arms.values()]
+        row = [cell([(r.get("phases") or {}).get(phase) for r in rs]) for rs in groups.values()]
         if any(c.strip("-, ") for c in row):
             print(f"| {phase} | " + " | ".join(row) + " |")
+
+
+def restart(runs: list[dict], baseline: str) -> None:
+    arms = by_key(runs, "arm")
+    phase_table(arms)
     print("| c=1 TPOT | " + " | ".join(cell([tpot(r) for r in rs], " ms", 3) for rs in arms.values()) + " |")
     base = arms[baseline]
     base_s = statistics.mean(r["health_s"] for r in base)
@@ -75,6 +80,8 @@ def cold(runs: list[dict]) -> None:
         pairs = list(zip(boots[first], boots[other], strict=False))
         ratios = [b["health_s"] / a["health_s"] for a, b in pairs if a.get("health_s") and b.get("health_s")]
         print(f"\n{other} / {first}, pair by pair: {cell(ratios, 'x', 2)}")
+    print()
+    phase_table(boots)
 
 
 def spec(runs: list[dict]) -> None:
