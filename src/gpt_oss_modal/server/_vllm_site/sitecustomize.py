@@ -105,17 +105,27 @@ def _empty_router_shapes(module):
         setattr(module, ROUTER_WARMUP_SHAPES, ())
 
 
-def _hook_tilelang_only_where_used(module):
-    setup = getattr(module, TILELANG_HOOK, None)
-    if not callable(setup) or getattr(setup, "_gpt_oss_modal_patched", False):
+def _wrap_once(owner, name, wrap):
+    """Replace the callable `owner.name` by `wrap(it)`, once (a second call, or a missing or non-callable
+    attribute, changes nothing)."""
+    original = getattr(owner, name, None)
+    if not callable(original) or getattr(original, "_gpt_oss_modal_patched", False):
         return
+    wrapped = wrap(original)
+    wrapped._gpt_oss_modal_patched = True
+    wrapped.__wrapped__ = original
+    setattr(owner, name, wrapped)
 
-    def setup_if_imported():
-        if "tilelang" in sys.modules:  # an engine that runs TileLang kernels has imported it by now
-            setup()
 
-    setup_if_imported._gpt_oss_modal_patched = True
-    setattr(module, TILELANG_HOOK, setup_if_imported)
+def _hook_tilelang_only_where_used(module):
+    def only_if_imported(setup):
+        def setup_if_imported():
+            if "tilelang" in sys.modules:  # an engine that runs TileLang kernels has imported it by now
+                setup()
+
+        return setup_if_imported
+
+    _wrap_once(module, TILELANG_HOOK, only_if_imported)
 
 
 def _uses_harmony(server):
@@ -125,18 +135,16 @@ def _uses_harmony(server):
 
 
 def _skip_chat_template_warm_up_for_harmony(module):
+    def unless_harmony(warm_up):
+        def warmup(self, *args, **kwargs):
+            if not _uses_harmony(self):
+                return warm_up(self, *args, **kwargs)
+
+        return warmup
+
     cls = getattr(module, CHAT_TEMPLATE_WARMUPS.get(module.__name__, ""), None)
-    warm_up = getattr(cls, "warmup", None)
-    if not callable(warm_up) or getattr(warm_up, "_gpt_oss_modal_patched", False):
-        return
-
-    def warmup(self, *args, **kwargs):
-        if not _uses_harmony(self):
-            return warm_up(self, *args, **kwargs)
-
-    warmup._gpt_oss_modal_patched = True
-    warmup.__wrapped__ = warm_up
-    cls.warmup = warmup
+    if cls is not None:
+        _wrap_once(cls, "warmup", unless_harmony)
 
 
 # vLLM module -> what is changed in it once it has run, before anything uses it.
