@@ -1,8 +1,8 @@
 """The Markdown tables docs/performance.md takes from a study v4 series, printed from its summary.json.
 
-    python3 benchmarks/study_v4_tables.py restart results_v5/restart_fast-lock/summary.json --baseline spawn
+    python3 benchmarks/study_v4_tables.py restart results_v6/restart_fast-lock/summary.json --baseline spawn
     python3 benchmarks/study_v4_tables.py cold    results_v6/cold_v6/summary.json
-    python3 benchmarks/study_v4_tables.py spec    results_v5/spec_fast-lock/summary.json
+    python3 benchmarks/study_v4_tables.py spec    results_v5/spec_fast-lock/summary.json results_v6/spec_fast-lock/summary.json
 
 restart: seconds after launch at which each phase of the start ended, per arm and run, `/health` and c=1
 TPOT, then each arm's mean time to `/health` against the baseline arm's (the issue's ratio) and its TPOT.
@@ -102,10 +102,10 @@ def spec(runs: list[dict]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("series", choices=["restart", "cold", "spec"])
-    ap.add_argument("summary", type=Path)
+    ap.add_argument("summary", type=Path, nargs="+", help="one or more: their runs are read as one series")
     ap.add_argument("--baseline", default="spawn", help="restart: the arm the others are compared with")
     a = ap.parse_args()
-    runs = json.loads(a.summary.read_text())["runs"]
+    runs = [run for summary in a.summary for run in json.loads(summary.read_text())["runs"]]
     if a.series == "restart":
         restart(runs, a.baseline)
     elif a.series == "cold":
