@@ -279,9 +279,12 @@ def test_boot_costs_are_measured_on_h200_and_estimated_elsewhere() -> None:
     assert all(c.label == "measured on H200" for c in h200.values())
     assert h200["fast"].startup_s == min(measured.BOOT_FIGURES["fast"].startup_s)
     assert h200["fast"].startup_max_s == max(measured.BOOT_FIGURES["fast"].startup_s)
-    # Only fast was restarted on the caches of its first start; one eager run gives no range.
-    assert h200["fast"].warm_startup_s == min(measured.FAST_WARM_STARTUP_S) < h200["fast"].startup_s
-    assert h200["compiled"].warm_startup_s is None and h200["eager"].startup_max_s is None
+    # compiled was not started with today's engine: fast's start-up plus what compiling added, labelled so.
+    compiled = measured.BOOT_FIGURES["compiled"]
+    assert not compiled.startup_s and h200["compiled"].startup_estimated
+    assert h200["compiled"].startup_s == h200["fast"].startup_s + min(compiled.compile_s)
+    assert h200["compiled"].startup_max_s == h200["fast"].startup_max_s + max(compiled.compile_s)
+    assert not h200["fast"].startup_estimated and not h200["eager"].startup_estimated
     assert h200["compiled"].tpot_ms == measured.BOOT_FIGURES["compiled"].tpot_ms
     h100 = plan(DeployConfig(model="20b", gpu="H100")).boot_costs
     assert all(c.label == "estimate" and "bandwidth" in c.source for c in h100)

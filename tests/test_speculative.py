@@ -208,8 +208,9 @@ def test_the_step_cost_is_the_measured_ratio() -> None:
             assert speculative.step_cost(k, c) == pytest.approx(t / d)
     # Other draft counts take the nearest measured one (the larger on a tie); beyond the measured
     # concurrencies the nearest; between them a straight line.
-    assert speculative.step_cost(7, 1) == speculative.step_cost(5, 1)
+    assert speculative.step_cost(9, 1) == speculative.step_cost(7, 1)
     assert speculative.step_cost(4, 1) == speculative.step_cost(5, 1)
+    assert speculative.step_cost(6, 50) == speculative.step_cost(7, 50)
     assert speculative.step_cost(1, 1) == speculative.step_cost(3, 1)
     assert speculative.step_cost(5, 200) == speculative.step_cost(5, 50)
     mid = speculative.step_cost(5, 25)

@@ -245,18 +245,11 @@ def speculative_line(est: Any) -> str:
     return line
 
 
-def warm_range(cost: Any) -> str:
-    """A warm restart's seconds to /health: the fastest run, or the fastest to the slowest."""
-    high = f"-{cost.warm_startup_max_s:.0f}" if cost.warm_startup_max_s else ""
-    return f"{cost.warm_startup_s:.0f}{high}"
-
-
 def boot_cost(cost: Any) -> str:
     """A boot mode's start-up and decode speed in one line, and whether it was measured."""
-    cold = f"{cost.startup_s:.0f}" + (f"-{cost.startup_max_s:.0f}" if cost.startup_max_s else "")
-    parts = [
-        f"{cold} s to /health" + (f" ({warm_range(cost)} s on warm caches)" if cost.warm_startup_s else "")
-    ]
+    startup = f"{cost.startup_s:.0f}" + (f"-{cost.startup_max_s:.0f}" if cost.startup_max_s else "")
+    estimated = " (estimate)" if cost.startup_estimated and cost.label != "estimate" else ""
+    parts = [f"{startup} s to /health{estimated}"]
     if cost.single_stream_tok_s is not None:
         parts.append(f"{cost.single_stream_tok_s:,.0f} tok/s single stream ({cost.tpot_ms} ms/token)")
     if cost.max_inputs_tok_s:

@@ -282,7 +282,8 @@ class DeployConfig(BaseSettings):
         description="Speculative decoding. `eagle3`: the model's EAGLE3 drafter (pinned in the catalog, "
         "downloaded with the weights) proposes speculative_tokens tokens that the model checks in one step. "
         "`plan` shows a step's measured cost and the modelled speed-up (on an H200 in `fast`: slower at one "
-        "stream, faster at 50), `bench` the acceptance measured. `off`: plain decoding.",
+        "stream; at 50, faster with 5 draft tokens, slower with 7), `bench` the acceptance measured. "
+        "`off`: plain decoding.",
     )
     speculative_tokens: int = Field(
         7, description="Draft tokens per step with speculative = eagle3 (1-10; the published drafters run 7)."

@@ -52,16 +52,14 @@ class BootCost:
     """What a boot mode costs (start-up) and buys (decode) on the planned GPU; None where not known."""
 
     boot: str
-    startup_s: float | None  # process start to /health, cold caches: the fastest run
+    startup_s: float | None  # process start to /health of the first container after deploy: the fastest run
     single_stream_tok_s: float | None  # output tokens/s at concurrency 1
     tpot_ms: float | None
     max_inputs_tok_s: tuple[float, ...]  # output tokens/s at concurrency 50, each run
     label: str  # "measured on H200" or "estimate"
     source: str  # where the figures come from, or how they were derived
-    startup_max_s: float | None = None  # the slowest cold run, where there were several
-    # With the caches of an earlier start kept (a Modal container after the first): the fastest and slowest run.
-    warm_startup_s: float | None = None
-    warm_startup_max_s: float | None = None
+    startup_max_s: float | None = None  # the slowest run, where there were several
+    startup_estimated: bool = False  # start-up derived (from fast's and what compiling adds), not timed
 
 
 @dataclass(frozen=True)
@@ -219,22 +217,30 @@ def boot_costs(model: catalog.Model, gpu: catalog.GPU) -> list[BootCost]:
     """Start-up and decode of each boot mode on this GPU: the H200 table, or derived from it."""
     h200 = catalog.GPUS[measured.GPU]
     costs = []
+    fast = measured.BOOT_FIGURES["fast"]
     for boot, f in measured.BOOT_FIGURES.items():
-        startup, slowest = min(f.startup_s), max(f.startup_s)
-        warm = min(measured.FAST_WARM_STARTUP_S) if boot == "fast" else None
-        warm_max = max(measured.FAST_WARM_STARTUP_S) if boot == "fast" else None
+        if f.startup_s:
+            startup, slowest, estimated = min(f.startup_s), max(f.startup_s), False
+        else:  # not started with today's engine: fast's start-up plus what compiling added in the same session
+            startup, slowest = min(fast.startup_s) + min(f.compile_s), max(fast.startup_s) + max(f.compile_s)
+            estimated = True
         # The mean of the repeated single-stream runs (they agree within 3%); at max_inputs, the spread.
         single, tpot, at_max = statistics.fmean(f.single_stream_tok_s), f.tpot_ms, f.max_inputs_tok_s
         source = f"{MEASURED}: {measured.SOURCE}"
+        if estimated:
+            source += (
+                f"; {boot}'s start-up: fast's plus what compiling added to it in study v2 "
+                f"({min(f.compile_s):g}-{max(f.compile_s):g} s)"
+            )
         if model.id != measured.BOOT_FIGURES_MODEL:  # 120b: only boot fast's start-up was timed
-            fast = measured.BOOT_FIGURES["fast"]
             startup = min(measured.STARTUP_120B_FAST_S) + startup - min(fast.startup_s)
-            slowest, warm, warm_max = startup, None, None
+            slowest = startup
             single = tpot = None
             at_max = ()
             if boot == "fast" and gpu.name == measured.GPU:
                 source = (
-                    f"start-up {MEASURED} (runs 120b, 120b-as-h100); decode not measured for {model.short}"
+                    f"start-up {MEASURED} in study v2 (runs 120b, 120b-as-h100), before the engine's start-up "
+                    f"fixes of study v6; decode not measured for {model.short}"
                 )
             else:
                 source = (
@@ -243,12 +249,11 @@ def boot_costs(model: catalog.Model, gpu: catalog.GPU) -> list[BootCost]:
                 )
         elif gpu.name != measured.GPU:
             scale = gpu.memory_tb_s / h200.memory_tb_s
-            graphs = measured.BOOT_FIGURES["fast"]
             if boot != "eager":
                 single, tpot = single * scale, tpot / scale
             else:  # eager's single stream is launch-bound, but never faster than with graphs
-                single = min(single, max(graphs.single_stream_tok_s) * scale)
-                tpot = max(tpot, graphs.tpot_ms / scale)
+                single = min(single, max(fast.single_stream_tok_s) * scale)
+                tpot = max(tpot, fast.tpot_ms / scale)
             at_max = tuple(t * scale for t in at_max)
             source = (
                 f"estimate: {measured.GPU}'s figures, decode x {scale:.2f} ({gpu.name}'s memory bandwidth "
@@ -265,8 +270,7 @@ def boot_costs(model: catalog.Model, gpu: catalog.GPU) -> list[BootCost]:
                 "estimate" if source.startswith("estimate") else MEASURED,
                 source,
                 round(slowest, 1) if slowest > startup else None,
-                warm,
-                warm_max if warm_max and warm and warm_max > warm else None,
+                estimated,
             )
         )
     return costs

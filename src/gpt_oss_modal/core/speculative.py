@@ -10,7 +10,7 @@ target's own, so the speed-up over plain decoding at concurrency c is
 E[tokens per step] is the drafter's mean acceptance length, which its publisher measured on their prompts;
 ours may accept more or less (`gpt-oss-modal bench` reports what a deployment accepts). S, the cost of one
 speculative step in decode steps, was measured on an H200 (measured.SPECULATIVE_STEP; docs/performance.md,
-"Speculative decoding"): at k = 3 and 5, at 1 and 50 concurrent requests. Other draft counts take the nearest
+"Speculative decoding"): at k = 3, 5 and 7, at 1 and 50 concurrent requests. Other draft counts take the nearest
 measured one, other concurrencies a straight line between the two, and gpt-oss-120b the 20b's ratios: every
 figure derived here is labelled a model.
 """
