@@ -86,9 +86,8 @@ class BootFigures:
     tpot_ms: float  # median time per output token at concurrency 1
     max_inputs_tok_s: tuple[float, ...]  # concurrency 50 (max_inputs), output tokens/s
     runs: tuple[str, ...]
-    compile_s: tuple[
-        float, ...
-    ] = ()  # torch.compile and prefill graphs on cold caches, beyond fast's start-up
+    # What torch.compile and the prefill graphs add to fast's start-up on cold caches (modes not started today).
+    compile_s: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
