@@ -219,11 +219,11 @@ def boot_costs(model: catalog.Model, gpu: catalog.GPU) -> list[BootCost]:
     costs = []
     fast = measured.BOOT_FIGURES["fast"]
     for boot, f in measured.BOOT_FIGURES.items():
-        if f.startup_s:
-            startup, slowest, estimated = min(f.startup_s), max(f.startup_s), False
-        else:  # not started with today's engine: fast's start-up plus what compiling added in the same session
+        estimated = not f.startup_s  # not started with today's engine
+        if estimated:  # fast's start-up plus what compiling added to it in the same session
             startup, slowest = min(fast.startup_s) + min(f.compile_s), max(fast.startup_s) + max(f.compile_s)
-            estimated = True
+        else:
+            startup, slowest = min(f.startup_s), max(f.startup_s)
         # The mean of the repeated single-stream runs (they agree within 3%); at max_inputs, the spread.
         single, tpot, at_max = statistics.fmean(f.single_stream_tok_s), f.tpot_ms, f.max_inputs_tok_s
         source = f"{MEASURED}: {measured.SOURCE}"
